@@ -1,0 +1,492 @@
+//! `aifn`: run a host, and deploy and manage functions on it.
+
+mod bundle;
+mod client;
+
+use aifn_host::host::DeployRequest;
+use aifn_host::{Host, HostConfig};
+use anyhow::Context as _;
+use bundle::{render_spec_errors, Bundle};
+use clap::{Args, Parser, Subcommand};
+use client::Client;
+use serde_json::{json, Value};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "aifn",
+    version,
+    about = "Serverless AI functions: WASM preprocessing next to ONNX models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a host: data plane, control plane and v2 inference protocol on one address.
+    Serve(ServeArgs),
+    /// Run a host with the given functions deployed, in one process (the quick start).
+    Up {
+        /// Function specs to deploy.
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Check specs and print every error with its line and column.
+    Validate {
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+        /// Print the normalised spec (defaults filled in) when it is valid.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Upload a function's spec, model and module to a host and activate it as a new version.
+    Deploy {
+        spec: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List the functions a host serves.
+    Ls {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Show a function's serving version, endpoints, model signature and placement.
+    Status {
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List every version of a function.
+    Versions {
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Stop serving a function (its versions stay in the host's store).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// The host's model store: model ids and the files they resolve to.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// API keys for endpoints with `auth: api_key`.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Upload an ONNX file and register it under a model id.
+    Push {
+        id: String,
+        file: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List registered models.
+    Ls {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; it is printed once and never again.
+    Create {
+        #[arg(long)]
+        function: String,
+        /// Limit the key to one route of the function.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Lifetime, such as `30d`, `12h` or `90m`.
+        #[arg(long)]
+        expires: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List keys (ids and scopes, never the secrets).
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Revoke a key; it stops working at once.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    #[arg(long, env = "AIFN_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where deployments, artifacts and the admin token are kept.
+    #[arg(long, env = "AIFN_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Control-plane token; by default one is created in the state directory.
+    #[arg(long, env = "AIFN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// ONNX Runtime library; by default found through ORT_DYLIB_PATH or the onnxruntime Python package.
+    #[arg(long, env = "AIFN_ONNXRUNTIME")]
+    onnxruntime: Option<PathBuf>,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "AIFN_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Longest a request may take, in seconds.
+    #[arg(long, env = "AIFN_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    request_timeout_secs: u64,
+    /// Deadline of one module call when the spec sets none, in milliseconds.
+    #[arg(long, env = "AIFN_MODULE_TIMEOUT_MS", default_value_t = 1000)]
+    module_timeout_ms: u64,
+    /// Most instances a function gets, whatever its spec asks (default: number of cores).
+    #[arg(long, env = "AIFN_MAX_INSTANCES")]
+    max_instances: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+struct RemoteArgs {
+    /// The host's URL.
+    #[arg(long, env = "AIFN_HOST", default_value = "http://127.0.0.1:8080")]
+    host: String,
+    /// Admin token; by default read from the state directory of a host on this machine.
+    #[arg(long, env = "AIFN_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// State directory to read the admin token from.
+    #[arg(long, env = "AIFN_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_) | Command::Up { .. });
+    let default_level = if serving { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AIFN_LOG")
+                .unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args, Vec::new()),
+        Command::Up { specs, serve: args } => serve(args, specs),
+        Command::Validate { specs, print } => validate(&specs, print),
+        Command::Deploy { spec, remote } => {
+            let bundle = Bundle::load(&spec)?;
+            let client = remote.client()?;
+            let outcome = client.deploy(&bundle)?;
+            print_deploy(client.base(), &outcome);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ls { remote } => {
+            let list = remote.client()?.get("/admin/v1/functions")?;
+            print_list(&list);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { name, remote } => {
+            let status = remote
+                .client()?
+                .get(&format!("/admin/v1/functions/{name}"))?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Versions { name, remote } => {
+            let versions = remote
+                .client()?
+                .get(&format!("/admin/v1/functions/{name}/versions"))?;
+            println!("{}", serde_json::to_string_pretty(&versions)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delete { name, remote } => {
+            let deleted = remote
+                .client()?
+                .delete(&format!("/admin/v1/functions/{name}"))?;
+            println!(
+                "deleted {name} (was serving version {})",
+                deleted["deleted_version"]
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models(ModelsCommand::Push { id, file, remote }) => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let digest = aifn_host::store::Digest::of(&bytes);
+            let client = remote.client()?;
+            client.upload(&bytes, &digest)?;
+            client.put(
+                &format!("/admin/v1/models/{id}"),
+                json!({ "digest": digest.to_string() }),
+            )?;
+            println!("model {id} -> {digest} ({} bytes)", bytes.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models(ModelsCommand::Ls { remote }) => {
+            let models = remote.client()?.get("/admin/v1/models")?;
+            println!("{}", serde_json::to_string_pretty(&models["models"])?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(KeysCommand::Create {
+            function,
+            endpoint,
+            expires,
+            remote,
+        }) => {
+            let ttl_seconds = expires.as_deref().map(parse_lifetime).transpose()?;
+            let key = remote.client()?.post(
+                "/admin/v1/keys",
+                json!({ "function": function, "endpoint": endpoint, "ttl_seconds": ttl_seconds }),
+            )?;
+            eprintln!(
+                "key {} for {function} (shown once; the host keeps only its hash):",
+                key["id"].as_str().unwrap_or("?")
+            );
+            println!("{}", key["key"].as_str().unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(KeysCommand::List { remote }) => {
+            let keys = remote.client()?.get("/admin/v1/keys")?;
+            println!("{}", serde_json::to_string_pretty(&keys["keys"])?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(KeysCommand::Revoke { id, remote }) => {
+            remote.client()?.delete(&format!("/admin/v1/keys/{id}"))?;
+            println!("revoked {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A key lifetime: `30d`, or any spec duration (`12h`, `90m`).
+fn parse_lifetime(text: &str) -> anyhow::Result<u64> {
+    if let Some(days) = text.strip_suffix('d') {
+        let days: u64 = days
+            .parse()
+            .with_context(|| format!("--expires: `{text}` is not a number of days"))?;
+        return Ok(days * 86_400);
+    }
+    aifn_spec::quantity::parse_duration(text)
+        .map(|d| d.0.as_secs())
+        .map_err(|m| anyhow::anyhow!("--expires: {m}"))
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("aifn");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/aifn"),
+        None => PathBuf::from(".aifn"),
+    }
+}
+
+impl RemoteArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        let token = match &self.token {
+            Some(token) => token.clone(),
+            None => {
+                let path = self
+                    .state_dir
+                    .clone()
+                    .unwrap_or_else(default_state_dir)
+                    .join("admin-token");
+                std::fs::read_to_string(&path)
+                    .map(|t| t.trim().to_string())
+                    .with_context(|| {
+                        format!(
+                            "no admin token: pass --token or AIFN_ADMIN_TOKEN, or run on the host's machine (reading {})",
+                            path.display()
+                        )
+                    })?
+            }
+        };
+        Ok(Client::new(&self.host, token))
+    }
+}
+
+fn validate(specs: &[PathBuf], print: bool) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for path in specs {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        match aifn_spec::parse(&text) {
+            Ok(spec) => {
+                println!(
+                    "{}: valid ({} endpoint(s))",
+                    path.display(),
+                    spec.spec.endpoints.len()
+                );
+                if print {
+                    print!("{}", aifn_spec::to_yaml(&spec));
+                }
+            }
+            Err(errors) => {
+                failed = true;
+                println!("{}", render_spec_errors(path, &errors));
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+    // Read every spec before starting, so a typo fails fast.
+    let bundles = specs
+        .iter()
+        .map(|p| Bundle::load(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut config = HostConfig::new(
+        args.listen,
+        args.state_dir.unwrap_or_else(default_state_dir),
+    );
+    config.admin_token = args.admin_token;
+    config.onnxruntime = args.onnxruntime;
+    config.max_body_bytes = args.max_body_bytes;
+    config.request_timeout = std::time::Duration::from_secs(args.request_timeout_secs);
+    config.module_timeout = std::time::Duration::from_millis(args.module_timeout_ms);
+    if let Some(max) = args.max_instances {
+        config.max_instances_per_function = max.max(1);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("aifn-io")
+        .build()?;
+    runtime.block_on(async move {
+        let host = Arc::new(Host::new(config)?);
+        let listener = tokio::net::TcpListener::bind(host.config.listen)
+            .await
+            .with_context(|| format!("listening on {}", host.config.listen))?;
+        let address = listener.local_addr()?;
+        host.restore().await?;
+        let base = format!("http://{address}");
+        for bundle in &bundles {
+            let outcome = deploy_local(&host, bundle)
+                .await
+                .with_context(|| format!("deploying {}", bundle.spec.metadata.name))?;
+            print_deploy(&base, &serde_json::to_value(outcome)?);
+        }
+        println!("aifn listening on {base}");
+        std::io::stdout().flush()?;
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        };
+        aifn_host::http::serve(host, listener, shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `aifn up`: the same deploy as over HTTP, without the round trip.
+async fn deploy_local(
+    host: &Arc<Host>,
+    bundle: &Bundle,
+) -> anyhow::Result<aifn_host::host::DeployOutcome> {
+    for artifact in bundle.artifacts() {
+        if host.store.blob_size(&artifact.digest).is_none() {
+            let mut writer = host.store.blob_writer()?;
+            writer.write(&artifact.bytes)?;
+            host.store.finish_blob(writer, &artifact.digest)?;
+        }
+    }
+    let request = DeployRequest {
+        spec: bundle.spec_yaml.clone(),
+        model: bundle.model.as_ref().map(|a| a.digest.clone()),
+        module: bundle.module.as_ref().map(|a| a.digest.clone()),
+    };
+    host.deploy(request).await.map_err(|e| match e {
+        aifn_host::host::DeployError::Spec(errors) => {
+            anyhow::anyhow!(render_spec_errors(
+                Path::new(&bundle.spec.metadata.name),
+                &errors
+            ))
+        }
+        other => other.into(),
+    })
+}
+
+fn print_deploy(base: &str, outcome: &Value) {
+    let name = outcome["name"].as_str().unwrap_or("?");
+    let verb = if outcome["unchanged"] == json!(true) {
+        "unchanged"
+    } else {
+        "deployed"
+    };
+    println!(
+        "{verb} {name} version {} ({})",
+        outcome["version"],
+        outcome["digest"].as_str().unwrap_or("")
+    );
+    for endpoint in outcome["endpoints"].as_array().into_iter().flatten() {
+        println!(
+            "  {} {base}{}  (auth: {})",
+            endpoint["method"].as_str().unwrap_or(""),
+            endpoint["route"].as_str().unwrap_or(""),
+            endpoint["auth"].as_str().unwrap_or("")
+        );
+    }
+    println!("  POST {base}/v2/models/{name}/infer");
+    for warning in outcome["warnings"].as_array().into_iter().flatten() {
+        println!("  warning: {}", warning.as_str().unwrap_or(""));
+    }
+}
+
+fn print_list(list: &Value) {
+    let functions = list["functions"].as_array().cloned().unwrap_or_default();
+    if functions.is_empty() && list["failed"].as_array().is_none_or(|f| f.is_empty()) {
+        println!("no functions deployed");
+        return;
+    }
+    println!(
+        "{:<28} {:>7} {:>8}  {:<24} ENDPOINTS",
+        "NAME", "VERSION", "REPLICAS", "MODEL"
+    );
+    for f in functions {
+        let endpoints: Vec<&str> = f["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "{:<28} {:>7} {:>8}  {:<24} {}",
+            f["name"].as_str().unwrap_or(""),
+            f["version"].to_string(),
+            f["replicas"].to_string(),
+            f["model_id"].as_str().unwrap_or(""),
+            endpoints.join(", ")
+        );
+    }
+    for f in list["failed"].as_array().into_iter().flatten() {
+        println!(
+            "{:<28} FAILED: {}",
+            f["name"].as_str().unwrap_or(""),
+            f["error"].as_str().unwrap_or("")
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! Runs a function's WASM component (the `aifn:function` WIT world in `spec/wit`) in wasmtime.
+//!
+//! [`GuestEngine`] owns the wasmtime engine and linker, shared by every function. [`GuestEngine::load`]
+//! compiles a component once (or reads the compiled artifact cached by digest) into a [`GuestModule`],
+//! a pre-linked `InstancePre`. Each request gets a fresh [`GuestCall`]: its own store and instance, with
+//! a memory cap and an epoch deadline, so one request never sees another's data and a looping or
+//! greedy module is stopped without harming the host.
+
+mod convert;
+
+use aifn_tensor::Tensor;
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Rust bindings of the WIT world, generated at build time.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../spec/wit",
+        world: "function",
+    });
+}
+
+use bindings::aifn::function::log;
+use bindings::aifn::function::types as wit;
+use bindings::{Function, FunctionPre};
+
+/// How often the engine's epoch advances: the granularity of call deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Longest log line a module may send; longer lines are cut.
+const MAX_LOG_LINE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// The module refused the request (its `bad-request` error): the caller's fault.
+    #[error("{0}")]
+    Rejected(String),
+    /// The module reported its own failure (its `internal` error).
+    #[error("module failed: {0}")]
+    Failed(String),
+    #[error("module ran past its deadline of {0:?} and was stopped")]
+    Timeout(Duration),
+    #[error("module exceeded its memory limit of {0} bytes")]
+    OutOfMemory(u64),
+    #[error("module trapped: {0}")]
+    Trap(String),
+    #[error("module returned invalid output: {0}")]
+    InvalidOutput(String),
+    #[error("module could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the module is a core WebAssembly module, not a component: build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)")]
+    NotAComponent,
+    #[error("the module is not WebAssembly (no `\\0asm` header)")]
+    NotWasm,
+    #[error("the module does not implement the aifn:function world: {0:#}")]
+    WrongWorld(anyhow::Error),
+    #[error("compiling the module failed: {0:#}")]
+    Compile(anyhow::Error),
+}
+
+/// Limits applied to every call of one module.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    pub timeout: Duration,
+    pub memory_bytes: u64,
+    /// Upper bound on the size of tensors or a response a module returns.
+    pub max_output_bytes: usize,
+}
+
+/// Per-call store data: WASI with no capabilities granted, memory limits, and log tags.
+struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    tag: Arc<str>,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for CallState {}
+
+impl log::Host for CallState {
+    fn log(&mut self, level: log::Level, mut message: String) {
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…");
+        }
+        let function = &*self.tag;
+        match level {
+            log::Level::Trace => tracing::trace!(target: "aifn::guest", function, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "aifn::guest", function, "{message}"),
+            log::Level::Info => tracing::info!(target: "aifn::guest", function, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "aifn::guest", function, "{message}"),
+            log::Level::Error => tracing::error!(target: "aifn::guest", function, "{message}"),
+        }
+    }
+}
+
+/// The wasmtime engine and linker shared by every function on the host.
+pub struct GuestEngine {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache_dir: Option<PathBuf>,
+    ticker_running: Arc<AtomicBool>,
+}
+
+impl GuestEngine {
+    /// `cache_dir` keeps compiled components by digest so a restart does not recompile.
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<GuestEngine> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
+        Function::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("linking the aifn:function imports")?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        // Deadlines are counted in epoch ticks; one thread advances the epoch for all stores.
+        let ticker_running = Arc::new(AtomicBool::new(true));
+        let weak_engine = engine.weak();
+        let running = ticker_running.clone();
+        std::thread::Builder::new()
+            .name("aifn-epoch".into())
+            .spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .context("starting the epoch thread")?;
+        Ok(GuestEngine {
+            engine,
+            linker,
+            cache_dir,
+            ticker_running,
+        })
+    }
+
+    /// Compiles (or loads from the cache) a component and links it against the host.
+    pub fn load(
+        &self,
+        wasm: &[u8],
+        digest: &str,
+        tag: &str,
+        limits: CallLimits,
+    ) -> Result<GuestModule, LoadError> {
+        match wasm.get(0..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::NotAComponent),
+            Some([0, b'a', b's', b'm', ..]) => {}
+            _ => return Err(LoadError::NotWasm),
+        }
+        let component = self
+            .compile_cached(wasm, digest)
+            .map_err(|e| LoadError::Compile(e.into()))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(e.into()))?;
+        let pre = FunctionPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(e.into()))?;
+        Ok(GuestModule {
+            engine: self.engine.clone(),
+            pre,
+            tag: Arc::from(tag),
+            limits,
+        })
+    }
+
+    fn compile_cached(&self, wasm: &[u8], digest: &str) -> wasmtime::Result<Component> {
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, wasm);
+        };
+        // The artifact depends on the engine's settings and version, so they are part of its name.
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        let path = dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()));
+        if path.exists() {
+            // SAFETY: the file was written by `Component::serialize` of an engine with the same
+            // compatibility hash, into the host's own state directory.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unreadable compiled module: {e:#}")
+                }
+            }
+        }
+        let component = Component::new(&self.engine, wasm)?;
+        if let Err(e) = write_atomically(&path, &component.serialize()?) {
+            tracing::warn!(path = %path.display(), "could not cache the compiled module: {e}");
+        }
+        Ok(component)
+    }
+}
+
+impl Drop for GuestEngine {
+    fn drop(&mut self) {
+        self.ticker_running.store(false, Ordering::Relaxed);
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// A compiled, linked component, ready to instantiate once per request.
+#[derive(Clone)]
+pub struct GuestModule {
+    engine: Engine,
+    pre: FunctionPre<CallState>,
+    tag: Arc<str>,
+    limits: CallLimits,
+}
+
+/// The HTTP request as the module sees it.
+pub struct GuestRequest<'a> {
+    pub route: &'a str,
+    pub method: &'a str,
+    pub headers: Vec<(String, String)>,
+    pub body: &'a [u8],
+}
+
+/// What `postprocess` answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl GuestModule {
+    /// A fresh instance for one request.
+    pub fn start(&self) -> Result<GuestCall<'_>, GuestError> {
+        let state = CallState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes as usize)
+                .instances(16)
+                .tables(64)
+                .memories(16)
+                .build(),
+            tag: self.tag.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        let ticks = (self.limits.timeout.as_millis() as u64 / EPOCH_TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(e, GuestError::Instantiate))?;
+        Ok(GuestCall {
+            module: self,
+            store,
+            instance,
+            request: None,
+        })
+    }
+
+    /// Sorts a wasmtime error into a deadline, memory or other trap.
+    fn classify(&self, error: wasmtime::Error, other: fn(String) -> GuestError) -> GuestError {
+        if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+            if *trap == wasmtime::Trap::Interrupt {
+                return GuestError::Timeout(self.limits.timeout);
+            }
+        }
+        let text = format!("{error:#}");
+        if text.contains("memory")
+            && (text.contains("limit") || text.contains("grow") || text.contains("allocation"))
+        {
+            return GuestError::OutOfMemory(self.limits.memory_bytes);
+        }
+        other(text)
+    }
+}
+
+/// One request's instance of a module. Preprocess and postprocess of a request share it, so a module
+/// may carry state from one to the other; nothing outlives the request.
+pub struct GuestCall<'m> {
+    module: &'m GuestModule,
+    store: Store<CallState>,
+    instance: Function,
+    request: Option<wit::Request>,
+}
+
+impl GuestCall<'_> {
+    pub fn preprocess(&mut self, request: GuestRequest<'_>) -> Result<Vec<Tensor>, GuestError> {
+        let request = wit::Request {
+            route: request.route.to_string(),
+            method: request.method.to_string(),
+            headers: request.headers,
+            body: request.body.to_vec(),
+        };
+        let result = self
+            .instance
+            .call_preprocess(&mut self.store, &request)
+            .map_err(|e| self.module.classify(e, GuestError::Trap))?;
+        self.request = Some(request);
+        let tensors = result.map_err(guest_error)?;
+        convert::tensors_from_guest(tensors, self.module.limits.max_output_bytes)
+    }
+
+    /// Calls `postprocess`; `Ok(None)` means the module leaves the answer to the host.
+    pub fn postprocess(&mut self, outputs: &[Tensor]) -> Result<Option<GuestResponse>, GuestError> {
+        let request = self.request.take().ok_or_else(|| {
+            GuestError::InvalidOutput("postprocess called before preprocess".into())
+        })?;
+        let outputs = convert::tensors_to_guest(outputs);
+        let result = self
+            .instance
+            .call_postprocess(&mut self.store, &request, &outputs)
+            .map_err(|e| self.module.classify(e, GuestError::Trap))?;
+        let response = result.map_err(guest_error)?;
+        if let Some(r) = &response {
+            if r.body.len() > self.module.limits.max_output_bytes {
+                return Err(GuestError::InvalidOutput(format!(
+                    "response of {} bytes is over the limit of {}",
+                    r.body.len(),
+                    self.module.limits.max_output_bytes
+                )));
+            }
+            if !(100..=599).contains(&r.status) {
+                return Err(GuestError::InvalidOutput(format!(
+                    "HTTP status {} is not valid",
+                    r.status
+                )));
+            }
+        }
+        Ok(response.map(|r| GuestResponse {
+            status: r.status,
+            content_type: r.content_type,
+            body: r.body,
+        }))
+    }
+}
+
+fn guest_error(error: wit::Error) -> GuestError {
+    match error.kind {
+        wit::ErrorKind::BadRequest => GuestError::Rejected(error.message),
+        wit::ErrorKind::Internal => GuestError::Failed(error.message),
+    }
+}

@@ -1,0 +1,56 @@
+//! How a host is configured (as opposed to what a function declares in its spec).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where the data plane, the control plane and the v2 protocol are served.
+    pub listen: SocketAddr,
+    /// Artifacts, versions, model store and compiled modules.
+    pub state_dir: PathBuf,
+    /// The control plane's bearer token. `None`: read `<state_dir>/admin-token`, creating it if absent.
+    pub admin_token: Option<String>,
+    /// Largest request body an endpoint accepts (413 above).
+    pub max_body_bytes: usize,
+    /// Largest artifact upload.
+    pub max_upload_bytes: u64,
+    /// How long a request may take from arrival to answer (504 after).
+    pub request_timeout: Duration,
+    /// How long a client may take to send the request headers.
+    pub header_read_timeout: Duration,
+    /// Deadline of one preprocess or postprocess call when the spec sets none.
+    pub module_timeout: Duration,
+    /// Memory cap of one module instance when the spec sets no `resources.memory`.
+    pub module_memory_bytes: u64,
+    /// Upper bound on tensors or a response body a module returns.
+    pub max_module_output_bytes: usize,
+    /// At most this many instances per function, whatever the spec asks.
+    pub max_instances_per_function: usize,
+    /// Requests that may wait per instance before the host answers 503.
+    pub queue_per_instance: usize,
+    /// `libonnxruntime.so` to load; `None`: find it (see `aifn_model::locate_onnxruntime`).
+    pub onnxruntime: Option<PathBuf>,
+}
+
+impl HostConfig {
+    pub fn new(listen: SocketAddr, state_dir: PathBuf) -> HostConfig {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        HostConfig {
+            listen,
+            state_dir,
+            admin_token: None,
+            max_body_bytes: 1 << 20,
+            max_upload_bytes: 4 << 30,
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            module_timeout: Duration::from_secs(1),
+            module_memory_bytes: 256 << 20,
+            max_module_output_bytes: 64 << 20,
+            max_instances_per_function: cores,
+            queue_per_instance: 64,
+            onnxruntime: None,
+        }
+    }
+}

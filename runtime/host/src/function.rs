@@ -1,0 +1,146 @@
+//! A function version loaded and ready to serve: its spec, model signature and instances.
+
+use crate::config::HostConfig;
+use crate::instance::{Identity, InstancePool};
+use crate::store::{Store, StoreError, VersionRecord};
+use aifn_guest::{CallLimits, GuestEngine, LoadError};
+use aifn_model::{ModelError, OnnxRuntime, Signature};
+use aifn_spec::FunctionSpec;
+use serde::Serialize;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadFunctionError {
+    #[error("stored spec is invalid: {0}")]
+    Spec(#[from] aifn_spec::SpecErrors),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("model `{id}`: {source}")]
+    Model { id: String, source: ModelError },
+    #[error("module: {0}")]
+    Module(#[from] LoadError),
+}
+
+/// Where the model runs, and why, for `aifn status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Placement {
+    pub device: &'static str,
+    pub requested_gpus: u32,
+    /// Set when the host runs the function differently from what the spec asked.
+    pub note: Option<String>,
+    pub replicas: usize,
+    pub threads_per_replica: usize,
+    pub execution: String,
+}
+
+pub struct LoadedFunction {
+    pub record: VersionRecord,
+    pub spec: FunctionSpec,
+    pub signature: Signature,
+    pub placement: Placement,
+    pub pool: InstancePool,
+}
+
+impl LoadedFunction {
+    /// Loads the model into one session per replica and links the module; nothing is shared with
+    /// the version serving now, so a failure here changes nothing that is serving.
+    pub fn load(
+        record: VersionRecord,
+        store: &Store,
+        ort: &OnnxRuntime,
+        guest: &GuestEngine,
+        config: &HostConfig,
+    ) -> Result<LoadedFunction, LoadFunctionError> {
+        let spec = aifn_spec::parse(&record.spec_yaml)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let replicas = (spec.spec.scaling.min_replicas.max(1) as usize)
+            .min(config.max_instances_per_function.max(1));
+        let threads = spec
+            .spec
+            .resources
+            .cpu
+            .map_or(1, |cpu| cpu.0.div_ceil(1000) as usize)
+            .clamp(1, cores);
+
+        let model_bytes = store.read_blob(&record.model.digest)?;
+        let model_err = |source| LoadFunctionError::Model {
+            id: record.model_id.clone(),
+            source,
+        };
+        let sessions = (0..replicas)
+            .map(|_| ort.load(&model_bytes, threads))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(model_err)?;
+        let signature = sessions[0].signature().clone();
+
+        let module = match &record.module {
+            Some(artifact) => {
+                let wasm = store.read_blob(&artifact.digest)?;
+                let limits = CallLimits {
+                    timeout: spec
+                        .spec
+                        .module
+                        .as_ref()
+                        .and_then(|m| m.timeout)
+                        .map_or(config.module_timeout, |t| t.0),
+                    memory_bytes: spec
+                        .spec
+                        .resources
+                        .memory
+                        .map_or(config.module_memory_bytes, |m| m.0),
+                    max_output_bytes: config.max_module_output_bytes,
+                };
+                let tag = format!("{}@v{}", record.name, record.version);
+                Some(guest.load(&wasm, artifact.digest.hex(), &tag, limits)?)
+            }
+            None => None,
+        };
+
+        let requested_gpus = spec.spec.resources.gpu;
+        let placement = Placement {
+            device: "cpu",
+            requested_gpus,
+            note: (requested_gpus > 0).then(|| {
+                format!(
+                    "spec asks for {requested_gpus} GPU(s) but this host has no GPU execution provider; running on CPU"
+                )
+            }),
+            replicas,
+            threads_per_replica: threads,
+            execution: spec.spec.model.runtime.execution_note(),
+        };
+        if let Some(note) = &placement.note {
+            tracing::warn!(function = %record.name, version = record.version, "{note}");
+        }
+        let identity = Identity {
+            name: Arc::from(record.name.as_str()),
+            version: record.version,
+        };
+        let queue = replicas * config.queue_per_instance;
+        let pool = InstancePool::start(identity, sessions, module, queue);
+        Ok(LoadedFunction {
+            record,
+            spec,
+            signature,
+            placement,
+            pool,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+
+    pub fn version(&self) -> u64 {
+        self.record.version
+    }
+
+    /// Whether any endpoint needs an API key; the v2 routes then need one too.
+    pub fn requires_key(&self) -> bool {
+        self.spec
+            .spec
+            .endpoints
+            .iter()
+            .any(|e| e.auth != aifn_spec::Auth::None)
+    }
+}

@@ -1,0 +1,470 @@
+//! The host: what is deployed, and the operations of the control plane.
+
+use crate::config::HostConfig;
+use crate::function::{LoadFunctionError, LoadedFunction};
+use crate::keys::KeyStore;
+use crate::metrics::Metrics;
+use crate::store::{now_unix, Artifact, Digest, ModelEntry, Store, StoreError, VersionRecord};
+use aifn_guest::GuestEngine;
+use aifn_model::OnnxRuntime;
+use aifn_spec::{Method, SpecErrors};
+use anyhow::Context as _;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("the spec is invalid")]
+    Spec(SpecErrors),
+    #[error("model `{0}` is not known to this host: give `spec.model.path` so `aifn deploy` uploads it, or register it with `aifn models push {0} FILE`")]
+    UnknownModel(String),
+    #[error("the model file's digest {actual} does not match spec.model.sha256 ({expected})")]
+    ModelDigest { expected: String, actual: Digest },
+    #[error("{0}")]
+    Module(String),
+    #[error("route {method} {route} is already served by function `{owner}`")]
+    RouteConflict {
+        method: Method,
+        route: String,
+        owner: String,
+    },
+    #[error("the function cannot be loaded: {0}")]
+    Load(#[from] LoadFunctionError),
+    #[error("no function named `{0}`")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What `POST /admin/v1/functions` receives.
+#[derive(Debug, Deserialize)]
+pub struct DeployRequest {
+    /// The spec's YAML, exactly as written.
+    pub spec: String,
+    /// The uploaded model file, when the spec names a local `model.path`.
+    pub model: Option<Digest>,
+    /// The uploaded WASM component, when the spec has a `module`.
+    pub module: Option<Digest>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeployOutcome {
+    pub name: String,
+    pub version: u64,
+    pub digest: Digest,
+    /// True when the same spec and artifacts were already serving: no new version was made.
+    pub unchanged: bool,
+    pub endpoints: Vec<EndpointView>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointView {
+    pub method: Method,
+    pub route: String,
+    pub auth: aifn_spec::Auth,
+}
+
+/// `aifn status`: the serving version and how it runs.
+#[derive(Debug, Serialize)]
+pub struct FunctionStatus {
+    pub name: String,
+    pub version: u64,
+    pub digest: Digest,
+    pub created_at: u64,
+    pub model_id: String,
+    pub model: Artifact,
+    pub module: Option<Artifact>,
+    pub endpoints: Vec<EndpointView>,
+    pub placement: crate::function::Placement,
+    pub queue_depth: usize,
+    pub inputs: Vec<aifn_model::Port>,
+    pub outputs: Vec<aifn_model::Port>,
+    pub spec: aifn_spec::FunctionSpec,
+}
+
+pub struct Host {
+    pub config: HostConfig,
+    pub store: Store,
+    pub keys: KeyStore,
+    pub metrics: Metrics,
+    admin_token: String,
+    ort: OnnxRuntime,
+    guest: GuestEngine,
+    /// The version serving each function.
+    functions: DashMap<String, Arc<LoadedFunction>>,
+    /// Route → the functions serving it, by method.
+    routes: DashMap<String, Vec<(Method, String)>>,
+    /// Functions whose stored active version failed to load at start.
+    load_errors: DashMap<String, String>,
+    /// One deploy or delete at a time, so version numbers and routes stay consistent.
+    deploy_lock: tokio::sync::Mutex<()>,
+    ready: AtomicBool,
+}
+
+/// The route table's answer for a path.
+pub enum RouteMatch {
+    Found(Arc<LoadedFunction>),
+    /// The path exists, but not for this method; the methods that do exist.
+    WrongMethod(Vec<Method>),
+    NotFound,
+}
+
+impl Host {
+    /// Finds and loads ONNX Runtime, opens the state directory and the wasmtime engine.
+    pub fn new(config: HostConfig) -> anyhow::Result<Host> {
+        let library = match &config.onnxruntime {
+            Some(path) => path.clone(),
+            None => aifn_model::locate_onnxruntime()?,
+        };
+        let ort = OnnxRuntime::init(&library)?;
+        tracing::info!(library = %library.display(), "ONNX Runtime loaded");
+        let store = Store::open(&config.state_dir).with_context(|| {
+            format!("opening the state directory {}", config.state_dir.display())
+        })?;
+        let keys = KeyStore::open(config.state_dir.join("keys.json"))?;
+        let guest = GuestEngine::new(Some(store.compiled_dir()))?;
+        let admin_token = match &config.admin_token {
+            Some(token) => token.clone(),
+            None => admin_token_from(&store)?,
+        };
+        Ok(Host {
+            config,
+            store,
+            keys,
+            metrics: Metrics::default(),
+            admin_token,
+            ort,
+            guest,
+            functions: DashMap::new(),
+            routes: DashMap::new(),
+            load_errors: DashMap::new(),
+            deploy_lock: tokio::sync::Mutex::new(()),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Brings back every function's active version after a (re)start.
+    pub async fn restore(self: &Arc<Self>) -> anyhow::Result<()> {
+        let records = self
+            .store
+            .active_versions()
+            .context("reading deployments")?;
+        for record in records {
+            let name = record.name.clone();
+            let host = self.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                LoadedFunction::load(record, &host.store, &host.ort, &host.guest, &host.config)
+            })
+            .await?;
+            match loaded {
+                Ok(function) => {
+                    tracing::info!(function = %name, version = function.version(), "restored");
+                    self.activate(function);
+                }
+                Err(e) => {
+                    tracing::error!(function = %name, "cannot restore: {e}");
+                    self.load_errors.insert(name, e.to_string());
+                }
+            }
+        }
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn route(&self, method: &str, path: &str) -> RouteMatch {
+        let Some(entry) = self.routes.get(path) else {
+            return RouteMatch::NotFound;
+        };
+        let owner = entry.iter().find(|(m, _)| m.as_str() == method);
+        match owner.and_then(|(_, name)| self.functions.get(name)) {
+            Some(function) => RouteMatch::Found(function.clone()),
+            None => RouteMatch::WrongMethod(entry.iter().map(|(m, _)| *m).collect()),
+        }
+    }
+
+    pub fn function(&self, name: &str) -> Option<Arc<LoadedFunction>> {
+        self.functions.get(name).map(|f| f.clone())
+    }
+
+    pub fn function_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.functions.iter().map(|f| f.key().clone()).collect();
+        names.sort();
+        names
+    }
+
+    pub fn load_errors(&self) -> Vec<(String, String)> {
+        self.load_errors
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
+
+    pub async fn deploy(
+        self: &Arc<Self>,
+        request: DeployRequest,
+    ) -> Result<DeployOutcome, DeployError> {
+        let result = self.deploy_inner(request).await;
+        match &result {
+            Ok(outcome) if !outcome.unchanged => self.metrics.deploys.inc(),
+            Ok(_) => 0,
+            Err(_) => self.metrics.failed_deploys.inc(),
+        };
+        result
+    }
+
+    async fn deploy_inner(
+        self: &Arc<Self>,
+        request: DeployRequest,
+    ) -> Result<DeployOutcome, DeployError> {
+        let spec = aifn_spec::parse(&request.spec).map_err(DeployError::Spec)?;
+        let name = spec.metadata.name.clone();
+
+        // Resolve the model: an uploaded file, or the model store's entry for the id.
+        let uploaded_model = match &request.model {
+            Some(digest) => {
+                let size = self
+                    .store
+                    .blob_size(digest)
+                    .ok_or(StoreError::MissingBlob(digest.clone()))?;
+                Some(Artifact {
+                    digest: digest.clone(),
+                    size,
+                })
+            }
+            None => None,
+        };
+        let model = match &uploaded_model {
+            Some(artifact) => artifact.clone(),
+            None => {
+                self.store
+                    .model(&spec.spec.model.id)?
+                    .ok_or_else(|| DeployError::UnknownModel(spec.spec.model.id.clone()))?
+                    .model
+            }
+        };
+        if let Some(expected) = &spec.spec.model.sha256 {
+            if expected != model.digest.hex() {
+                return Err(DeployError::ModelDigest {
+                    expected: expected.clone(),
+                    actual: model.digest,
+                });
+            }
+        }
+        let module = match (&spec.spec.module, &request.module) {
+            (Some(_), Some(digest)) => {
+                let size = self
+                    .store
+                    .blob_size(digest)
+                    .ok_or(StoreError::MissingBlob(digest.clone()))?;
+                Some(Artifact {
+                    digest: digest.clone(),
+                    size,
+                })
+            }
+            (Some(m), None) => {
+                return Err(DeployError::Module(format!(
+                    "spec.module.path is `{}` but no module was uploaded with the deploy",
+                    m.path
+                )))
+            }
+            (None, Some(_)) => {
+                return Err(DeployError::Module(
+                    "a module was uploaded but the spec has no `module`".into(),
+                ))
+            }
+            (None, None) => None,
+        };
+
+        let _guard = self.deploy_lock.lock().await;
+        for endpoint in &spec.spec.endpoints {
+            if let Some(owners) = self.routes.get(&endpoint.route) {
+                if let Some((_, owner)) = owners
+                    .iter()
+                    .find(|(m, owner)| *m == endpoint.method && *owner != name)
+                {
+                    return Err(DeployError::RouteConflict {
+                        method: endpoint.method,
+                        route: endpoint.route.clone(),
+                        owner: owner.clone(),
+                    });
+                }
+            }
+        }
+
+        let digest = VersionRecord::deployment_digest(&request.spec, &model, module.as_ref());
+        if let Some(current) = self.function(&name) {
+            if current.record.digest == digest {
+                return Ok(self.outcome(&current, true));
+            }
+        }
+        let record = VersionRecord {
+            name: name.clone(),
+            version: self.store.next_version(&name)?,
+            digest,
+            spec_yaml: request.spec,
+            model_id: spec.spec.model.id.clone(),
+            model,
+            module,
+            created_at: now_unix(),
+        };
+        // Load everything before touching what is serving: a failure here changes nothing.
+        let host = self.clone();
+        let to_load = record.clone();
+        let function = tokio::task::spawn_blocking(move || {
+            LoadedFunction::load(to_load, &host.store, &host.ort, &host.guest, &host.config)
+        })
+        .await
+        .map_err(|e| DeployError::Module(format!("loading panicked: {e}")))??;
+
+        self.store.save_version(&record)?;
+        if let Some(artifact) = uploaded_model {
+            self.store.register_model(&ModelEntry {
+                id: record.model_id.clone(),
+                model: artifact,
+                updated_at: now_unix(),
+            })?;
+        }
+        self.store.activate(&name, record.version)?;
+        let function = self.activate(function);
+        tracing::info!(function = %name, version = record.version, digest = %record.digest, "deployed");
+        Ok(self.outcome(&function, false))
+    }
+
+    fn outcome(&self, function: &LoadedFunction, unchanged: bool) -> DeployOutcome {
+        DeployOutcome {
+            name: function.name().to_string(),
+            version: function.version(),
+            digest: function.record.digest.clone(),
+            unchanged,
+            endpoints: endpoint_views(function),
+            warnings: function.placement.note.iter().cloned().collect(),
+        }
+    }
+
+    /// Puts a loaded version in service: new routes first, then the function, then stale routes
+    /// go, so no request in between finds nothing.
+    fn activate(&self, function: LoadedFunction) -> Arc<LoadedFunction> {
+        let function = Arc::new(function);
+        let name = function.name().to_string();
+        for endpoint in &function.spec.spec.endpoints {
+            let mut owners = self.routes.entry(endpoint.route.clone()).or_default();
+            if !owners
+                .iter()
+                .any(|(m, n)| *m == endpoint.method && *n == name)
+            {
+                owners.push((endpoint.method, name.clone()));
+            }
+        }
+        let previous = self.functions.insert(name.clone(), function.clone());
+        if let Some(previous) = previous {
+            let still_served = |route: &str, method: Method| {
+                function
+                    .spec
+                    .spec
+                    .endpoints
+                    .iter()
+                    .any(|e| e.route == route && e.method == method)
+            };
+            for endpoint in &previous.spec.spec.endpoints {
+                if !still_served(&endpoint.route, endpoint.method) {
+                    self.remove_route(&endpoint.route, endpoint.method, &name);
+                }
+            }
+        }
+        self.load_errors.remove(&name);
+        self.metrics
+            .function_loaded(&name, function.version(), function.placement.replicas);
+        function
+    }
+
+    fn remove_route(&self, route: &str, method: Method, name: &str) {
+        if let Some(mut owners) = self.routes.get_mut(route) {
+            owners.retain(|(m, n)| !(*m == method && n == name));
+        }
+        self.routes.remove_if(route, |_, owners| owners.is_empty());
+    }
+
+    /// Stops serving a function. Its versions stay in the store; a later deploy continues numbering.
+    pub async fn delete(&self, name: &str) -> Result<u64, DeployError> {
+        let _guard = self.deploy_lock.lock().await;
+        let Some((_, function)) = self.functions.remove(name) else {
+            if self.load_errors.remove(name).is_some() {
+                self.store.deactivate(name)?;
+                return Ok(0);
+            }
+            return Err(DeployError::NotFound(name.to_string()));
+        };
+        self.store.deactivate(name)?;
+        for endpoint in &function.spec.spec.endpoints {
+            self.remove_route(&endpoint.route, endpoint.method, name);
+        }
+        self.metrics.function_removed(name);
+        tracing::info!(function = %name, version = function.version(), "deleted");
+        Ok(function.version())
+    }
+
+    pub fn status(&self, name: &str) -> Option<FunctionStatus> {
+        let f = self.function(name)?;
+        Some(FunctionStatus {
+            name: f.name().to_string(),
+            version: f.version(),
+            digest: f.record.digest.clone(),
+            created_at: f.record.created_at,
+            model_id: f.record.model_id.clone(),
+            model: f.record.model.clone(),
+            module: f.record.module.clone(),
+            endpoints: endpoint_views(&f),
+            placement: f.placement.clone(),
+            queue_depth: f.pool.queue_depth(),
+            inputs: f.signature.inputs.clone(),
+            outputs: f.signature.outputs.clone(),
+            spec: f.spec.clone(),
+        })
+    }
+}
+
+fn endpoint_views(function: &LoadedFunction) -> Vec<EndpointView> {
+    function
+        .spec
+        .spec
+        .endpoints
+        .iter()
+        .map(|e| EndpointView {
+            method: e.method,
+            route: e.route.clone(),
+            auth: e.auth,
+        })
+        .collect()
+}
+
+/// The control plane token kept in the state directory (mode 0600), created on first start.
+fn admin_token_from(store: &Store) -> anyhow::Result<String> {
+    let path = store.root().join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        let token = token.trim().to_string();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    crate::store::write_atomically(&path, token.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", path.display()))?;
+    }
+    tracing::info!(path = %path.display(), "created the admin token");
+    Ok(token)
+}

@@ -1,0 +1,154 @@
+//! The HTTP server: one accept loop, one router, three surfaces.
+//!
+//! - data plane: the routes functions declare, and the Open Inference Protocol v2 (`/v2/...`);
+//! - control plane: `/admin/v1/...` and `/metrics`, behind the admin token;
+//! - probes: `/healthz` (the process is up) and `/readyz` (stored deployments are loaded).
+
+mod admin;
+mod data;
+pub mod error;
+
+use crate::host::Host;
+use bytes::Bytes;
+use error::{ApiError, HttpResponse};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_LENGTH;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Serves until `shutdown` completes; connections in progress finish on their own tasks.
+pub async fn serve(
+    host: Arc<Host>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(connection) => connection,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let host = host.clone();
+        let header_timeout = host.config.header_read_timeout;
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let host = host.clone();
+                async move { Ok::<_, Infallible>(handle(host, request).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Routes one request, within the host's request deadline.
+pub async fn handle(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse {
+    let deadline = host.config.request_timeout;
+    match tokio::time::timeout(deadline, route(host, request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => error.into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "request_timeout",
+            format!("the request took longer than the host's limit of {deadline:?}"),
+        )
+        .into_response(),
+    }
+}
+
+async fn route(host: Arc<Host>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let path = request.uri().path().to_string();
+    match path.as_str() {
+        "/healthz" => Ok(error::json_response(
+            StatusCode::OK,
+            &json!({ "status": "ok" }),
+        )),
+        "/readyz" => Ok(readiness(&host)),
+        "/metrics" => {
+            admin::authorize(&host, &request)?;
+            let mut response = hyper::Response::new(Full::new(Bytes::from(host.metrics.render())));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            Ok(response)
+        }
+        p if p == "/v2" || p.starts_with("/v2/") => data::v2(host, request).await,
+        p if p.starts_with("/admin/") => admin::handle(host, request).await,
+        _ => data::endpoint(host, request).await,
+    }
+}
+
+pub(crate) fn readiness(host: &Host) -> HttpResponse {
+    let ready = host.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let failed: Vec<_> = host
+        .load_errors()
+        .into_iter()
+        .map(|(name, error)| json!({ "name": name, "error": error }))
+        .collect();
+    error::json_response(
+        status,
+        &json!({ "ready": ready, "functions": host.function_names(), "failed": failed }),
+    )
+}
+
+/// Reads a whole body, refusing it with 413 past `limit` (by `Content-Length` before reading, and
+/// while reading for chunked bodies).
+pub(crate) async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over the limit of {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body failed: {e}"
+        ))),
+    }
+}

@@ -1,0 +1,137 @@
+//! API keys for `auth: api_key` endpoints.
+//!
+//! A key is shown once, when it is created; the host keeps only its sha256, and compares hashes in
+//! constant time. A key belongs to one function, and optionally to one endpoint of it.
+
+use crate::store::{now_unix, write_atomically, StoreError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::path::PathBuf;
+use std::sync::RwLock;
+use subtle::ConstantTimeEq;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub function: String,
+    /// The route the key is limited to; `None`: every endpoint of the function.
+    pub endpoint: Option<String>,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    /// sha256 of the secret; never sent over the API.
+    hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRejection {
+    /// No key, an unknown key or an expired one: 401.
+    Unauthenticated,
+    /// A valid key for another function or endpoint: 403.
+    Forbidden,
+}
+
+pub struct KeyStore {
+    path: PathBuf,
+    keys: RwLock<Vec<KeyRecord>>,
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+impl KeyStore {
+    pub fn open(path: PathBuf) -> Result<KeyStore, StoreError> {
+        let keys = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    action: "reading",
+                    path,
+                    source,
+                })
+            }
+        };
+        Ok(KeyStore {
+            path,
+            keys: RwLock::new(keys),
+        })
+    }
+
+    fn save(&self, keys: &[KeyRecord]) -> Result<(), StoreError> {
+        write_atomically(
+            &self.path,
+            &serde_json::to_vec_pretty(keys).expect("keys serialise"),
+        )
+    }
+
+    /// Creates a key and returns its record and the secret, which is never stored.
+    pub fn create(
+        &self,
+        function: &str,
+        endpoint: Option<&str>,
+        ttl_seconds: Option<u64>,
+    ) -> Result<(KeyRecord, String), StoreError> {
+        let secret = format!("aifn_{}", hex::encode(rand::random::<[u8; 24]>()));
+        let now = now_unix();
+        let record = KeyRecord {
+            id: hex::encode(rand::random::<[u8; 6]>()),
+            function: function.to_string(),
+            endpoint: endpoint.map(str::to_string),
+            created_at: now,
+            expires_at: ttl_seconds.map(|ttl| now + ttl),
+            hash: hash(&secret),
+        };
+        let mut keys = self.keys.write().expect("key lock");
+        keys.push(record.clone());
+        if let Err(e) = self.save(&keys) {
+            keys.pop();
+            return Err(e);
+        }
+        Ok((record, secret))
+    }
+
+    pub fn list(&self) -> Vec<KeyRecord> {
+        self.keys.read().expect("key lock").clone()
+    }
+
+    /// Removes a key; it stops working at once. Returns whether it existed.
+    pub fn revoke(&self, id: &str) -> Result<bool, StoreError> {
+        let mut keys = self.keys.write().expect("key lock");
+        let Some(index) = keys.iter().position(|k| k.id == id) else {
+            return Ok(false);
+        };
+        let removed = keys.remove(index);
+        if let Err(e) = self.save(&keys) {
+            keys.insert(index, removed);
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    pub fn check(
+        &self,
+        presented: Option<&str>,
+        function: &str,
+        route: &str,
+    ) -> Result<(), KeyRejection> {
+        let presented = presented.ok_or(KeyRejection::Unauthenticated)?;
+        let presented_hash = hash(presented);
+        let keys = self.keys.read().expect("key lock");
+        let key = keys
+            .iter()
+            .find(|k| bool::from(k.hash.as_bytes().ct_eq(presented_hash.as_bytes())))
+            .ok_or(KeyRejection::Unauthenticated)?;
+        if key.expires_at.is_some_and(|t| t <= now_unix()) {
+            return Err(KeyRejection::Unauthenticated);
+        }
+        let endpoint_ok = key.endpoint.as_deref().is_none_or(|e| e == route);
+        if key.function != function || !endpoint_ok {
+            return Err(KeyRejection::Forbidden);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,151 @@
+//! Every metric the host exposes, defined in one place; `/metrics` renders them for Prometheus.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub function: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub function: String,
+    pub stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionLabels {
+    pub function: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to about 26 s.
+    Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: HistogramFamily<FunctionLabels>,
+    pub stage_seconds: HistogramFamily<StageLabels>,
+    pub overloaded: Family<FunctionLabels, Counter>,
+    pub replicas: Family<FunctionLabels, Gauge>,
+    pub active_version: Family<FunctionLabels, Gauge>,
+    pub deploys: Counter,
+    pub failed_deploys: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("aifn");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by function, route and HTTP status",
+            requests.clone(),
+        );
+        let request_seconds: HistogramFamily<FunctionLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to its answer",
+            request_seconds.clone(),
+        );
+        let stage_seconds: HistogramFamily<StageLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "stage_duration_seconds",
+            "Time in each stage of a request: queue, preprocess, inference, postprocess",
+            stage_seconds.clone(),
+        );
+        let overloaded = Family::<FunctionLabels, Counter>::default();
+        registry.register(
+            "overloaded",
+            "Requests refused because every instance was busy and the queue full",
+            overloaded.clone(),
+        );
+        let replicas = Family::<FunctionLabels, Gauge>::default();
+        registry.register(
+            "replicas",
+            "Instances serving each function",
+            replicas.clone(),
+        );
+        let active_version = Family::<FunctionLabels, Gauge>::default();
+        registry.register(
+            "active_version",
+            "Version number serving each function",
+            active_version.clone(),
+        );
+        let deploys = Counter::default();
+        registry.register(
+            "deploys",
+            "Deploys that activated a new version",
+            deploys.clone(),
+        );
+        let failed_deploys = Counter::default();
+        registry.register(
+            "failed_deploys",
+            "Deploys refused or failed (nothing changed)",
+            failed_deploys.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            stage_seconds,
+            overloaded,
+            replicas,
+            active_version,
+            deploys,
+            failed_deploys,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    pub fn observe_stage(&self, function: &str, stage: &'static str, duration: Duration) {
+        if !duration.is_zero() {
+            self.stage_seconds
+                .get_or_create(&StageLabels {
+                    function: function.to_string(),
+                    stage,
+                })
+                .observe(duration.as_secs_f64());
+        }
+    }
+
+    pub fn function_loaded(&self, function: &str, version: u64, replicas: usize) {
+        let labels = FunctionLabels {
+            function: function.to_string(),
+        };
+        self.replicas.get_or_create(&labels).set(replicas as i64);
+        self.active_version
+            .get_or_create(&labels)
+            .set(version as i64);
+    }
+
+    pub fn function_removed(&self, function: &str) {
+        let labels = FunctionLabels {
+            function: function.to_string(),
+        };
+        self.replicas.remove(&labels);
+        self.active_version.remove(&labels);
+    }
+}

@@ -1,0 +1,279 @@
+//! ONNX models through ONNX Runtime (`ort`, loaded dynamically from `libonnxruntime.so`).
+//!
+//! [`OnnxRuntime::init`] loads the library once per process. [`OnnxRuntime::load`] makes a
+//! [`ModelSession`]; a session is used by one thread at a time (`run` takes `&mut self`), so the host
+//! gives each instance worker its own session.
+
+mod locate;
+
+pub use locate::{locate_onnxruntime, LocateError};
+
+use aifn_tensor::{DType, Tensor, TensorData};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::{DynValue, TensorElementType, ValueType};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("loading ONNX Runtime from {path}: {message}")]
+    Library { path: PathBuf, message: String },
+    #[error("the model is not a valid ONNX model: {0}")]
+    InvalidModel(String),
+    #[error("the model's {0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// The process-wide ONNX Runtime environment.
+#[derive(Clone)]
+pub struct OnnxRuntime {
+    env: ort::environment::Environment,
+    library: PathBuf,
+}
+
+impl OnnxRuntime {
+    /// Loads `libonnxruntime` from `library` and creates the environment.
+    pub fn init(library: &Path) -> Result<OnnxRuntime, ModelError> {
+        let err = |message: String| ModelError::Library {
+            path: library.to_path_buf(),
+            message,
+        };
+        let env = ort::init_from(library)
+            .map_err(|e| err(e.to_string()))?
+            .with_name("aifn")
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        Ok(OnnxRuntime {
+            env,
+            library: library.to_path_buf(),
+        })
+    }
+
+    pub fn library(&self) -> &Path {
+        &self.library
+    }
+
+    /// Creates a session for one worker. `threads` is ONNX Runtime's intra-op thread count.
+    pub fn load(&self, model: &[u8], threads: usize) -> Result<ModelSession, ModelError> {
+        let invalid = |e: ort::Error| ModelError::InvalidModel(e.to_string());
+        let session = Session::builder(&self.env)
+            .map_err(invalid)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| invalid(e.into()))?
+            .with_intra_threads(threads.max(1))
+            .map_err(|e| invalid(e.into()))?
+            .with_inter_threads(1)
+            .map_err(|e| invalid(e.into()))?
+            .commit_from_memory(model)
+            .map_err(invalid)?;
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| Port::describe(o.name(), o.dtype(), "input"))
+            .collect::<Result<_, _>>()?;
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| Port::describe(o.name(), o.dtype(), "output"))
+            .collect::<Result<_, _>>()?;
+        Ok(ModelSession {
+            session,
+            signature: Signature { inputs, outputs },
+        })
+    }
+}
+
+/// A model input or output: name, element type and shape (`-1` for a dynamic dimension).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Port {
+    pub name: String,
+    #[serde(serialize_with = "serialize_dtype")]
+    pub dtype: DType,
+    pub shape: Vec<i64>,
+}
+
+fn serialize_dtype<S: serde::Serializer>(dtype: &DType, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(dtype.v2_name())
+}
+
+impl Port {
+    fn describe(name: &str, value_type: &ValueType, role: &str) -> Result<Port, ModelError> {
+        let ValueType::Tensor { ty, shape, .. } = value_type else {
+            return Err(ModelError::Unsupported(format!(
+                "{role} `{name}` is {value_type}, not a tensor; export the model with tensor outputs only (for scikit-learn: skl2onnx with zipmap disabled)"
+            )));
+        };
+        let dtype = dtype_of(*ty).ok_or_else(|| {
+            ModelError::Unsupported(format!(
+                "{role} `{name}` has element type {ty}, which the host does not support"
+            ))
+        })?;
+        Ok(Port {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+        })
+    }
+}
+
+/// The inputs and outputs a model declares.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Signature {
+    pub inputs: Vec<Port>,
+    pub outputs: Vec<Port>,
+}
+
+impl Signature {
+    /// Checks names, element types and shapes of request tensors before they reach the model.
+    pub fn check_inputs(&self, tensors: &[Tensor]) -> Result<(), ModelError> {
+        for tensor in tensors {
+            let Some(port) = self.inputs.iter().find(|p| p.name == tensor.name) else {
+                let names: Vec<_> = self.inputs.iter().map(|p| p.name.as_str()).collect();
+                return Err(ModelError::BadInput(format!(
+                    "input `{}` is not an input of the model; it takes: {}",
+                    tensor.name,
+                    names.join(", ")
+                )));
+            };
+            if tensor.dtype() != port.dtype {
+                return Err(ModelError::BadInput(format!(
+                    "input `{}` has datatype {} but the model expects {}",
+                    tensor.name,
+                    tensor.dtype(),
+                    port.dtype
+                )));
+            }
+            let fits = tensor.shape.len() == port.shape.len()
+                && tensor
+                    .shape
+                    .iter()
+                    .zip(&port.shape)
+                    .all(|(&given, &expected)| expected < 0 || given as i64 == expected);
+            if !fits {
+                return Err(ModelError::BadInput(format!(
+                    "input `{}` has shape {:?} but the model expects {} (-1 means any size)",
+                    tensor.name,
+                    tensor.shape,
+                    format_shape(&port.shape)
+                )));
+            }
+        }
+        if let Some(missing) = self
+            .inputs
+            .iter()
+            .find(|p| !tensors.iter().any(|t| t.name == p.name))
+        {
+            return Err(ModelError::BadInput(format!(
+                "input `{}` ({} {}) is missing",
+                missing.name,
+                missing.dtype,
+                format_shape(&missing.shape)
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn format_shape(shape: &[i64]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+fn dtype_of(ty: TensorElementType) -> Option<DType> {
+    Some(match ty {
+        TensorElementType::Float32 => DType::F32,
+        TensorElementType::Float64 => DType::F64,
+        TensorElementType::Int32 => DType::I32,
+        TensorElementType::Int64 => DType::I64,
+        TensorElementType::Uint8 => DType::U8,
+        TensorElementType::Bool => DType::Bool,
+        TensorElementType::String => DType::String,
+        _ => return None,
+    })
+}
+
+/// One ONNX Runtime session, owned by one worker thread.
+pub struct ModelSession {
+    session: Session,
+    signature: Signature,
+}
+
+impl ModelSession {
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Runs the model. Inputs are checked against the signature first, so errors name the input.
+    pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError> {
+        self.signature.check_inputs(&inputs)?;
+        let values = inputs
+            .into_iter()
+            .map(|t| Ok((t.name.clone(), to_ort(t)?)))
+            .collect::<Result<Vec<(String, DynValue)>, ModelError>>()?;
+        let outputs = self
+            .session
+            .run(values)
+            .map_err(|e| ModelError::Inference(e.to_string()))?;
+        outputs
+            .iter()
+            .map(|(name, value)| from_ort(name, &value))
+            .collect()
+    }
+}
+
+fn to_ort(tensor: Tensor) -> Result<DynValue, ModelError> {
+    use ort::value::Tensor as OrtTensor;
+    let shape = tensor.shape;
+    let err = |e: ort::Error| ModelError::BadInput(format!("input `{}`: {e}", tensor.name));
+    Ok(match tensor.data {
+        TensorData::F32(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
+        TensorData::F64(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
+        TensorData::I32(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
+        TensorData::I64(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
+        TensorData::U8(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
+        TensorData::Bool(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
+        TensorData::String(v) => OrtTensor::from_string_array((shape, v.as_slice()))
+            .map_err(err)?
+            .into_dyn(),
+    })
+}
+
+fn from_ort(name: &str, value: &ort::value::DynValueRef<'_>) -> Result<Tensor, ModelError> {
+    let err = |e: ort::Error| ModelError::Inference(format!("reading output `{name}`: {e}"));
+    let ValueType::Tensor { ty, .. } = value.dtype() else {
+        return Err(ModelError::Unsupported(format!(
+            "output `{name}` is not a tensor"
+        )));
+    };
+    fn prim<T: ort::value::PrimitiveTensorElementType + Clone>(
+        value: &ort::value::DynValueRef<'_>,
+    ) -> ort::Result<(Vec<usize>, Vec<T>)> {
+        let (shape, data) = value.try_extract_tensor::<T>()?;
+        Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
+    }
+    let (shape, data) = match ty {
+        TensorElementType::Float32 => prim::<f32>(value).map(|(s, d)| (s, TensorData::F32(d))),
+        TensorElementType::Float64 => prim::<f64>(value).map(|(s, d)| (s, TensorData::F64(d))),
+        TensorElementType::Int32 => prim::<i32>(value).map(|(s, d)| (s, TensorData::I32(d))),
+        TensorElementType::Int64 => prim::<i64>(value).map(|(s, d)| (s, TensorData::I64(d))),
+        TensorElementType::Uint8 => prim::<u8>(value).map(|(s, d)| (s, TensorData::U8(d))),
+        TensorElementType::Bool => prim::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d))),
+        TensorElementType::String => value.try_extract_strings().map(|(s, d)| {
+            (
+                s.iter().map(|&x| x as usize).collect(),
+                TensorData::String(d),
+            )
+        }),
+        other => {
+            return Err(ModelError::Unsupported(format!(
+                "output `{name}` has element type {other}, which the host does not support"
+            )))
+        }
+    }
+    .map_err(err)?;
+    Tensor::new(name, shape, data).map_err(|e| ModelError::Inference(e.to_string()))
+}

@@ -1,0 +1,258 @@
+//! The typed form of a valid `ai.function/v1` Function. See `spec/function.md` for the field reference.
+
+use crate::quantity::{Bytes, HumanDuration, MilliCpu};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub const API_VERSION: &str = "ai.function/v1";
+pub const KIND: &str = "Function";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionSpec {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: FunctionBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metadata {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionBody {
+    pub model: ModelSpec,
+    pub resources: Resources,
+    pub scaling: Scaling,
+    pub endpoints: Vec<Endpoint>,
+    /// The WASM component that turns requests into model inputs (and, optionally, outputs into
+    /// responses). Without it, endpoints take Open Inference Protocol v2 tensors directly.
+    pub module: Option<ModuleSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelSpec {
+    /// The name the host's model store knows this model by.
+    pub id: String,
+    /// What the model was made with; the host serves every runtime through ONNX Runtime.
+    pub runtime: ModelRuntime,
+    /// A local ONNX file (relative to the spec file) that `aifn deploy` uploads and registers as `id`.
+    pub path: Option<String>,
+    /// The expected sha256 of the model file; a deploy with a different file fails.
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Resources {
+    pub memory: Option<Bytes>,
+    pub cpu: Option<MilliCpu>,
+    /// Number of GPUs requested. A host without one runs the function on CPU and says so.
+    pub gpu: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scaling {
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub target_latency: Option<HumanDuration>,
+}
+
+impl Default for Scaling {
+    fn default() -> Self {
+        Scaling {
+            min_replicas: 1,
+            max_replicas: 1,
+            target_latency: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Endpoint {
+    pub route: String,
+    pub method: Method,
+    pub auth: Auth,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModuleSpec {
+    /// Path of the compiled component (`.wasm`), relative to the spec file.
+    pub path: String,
+    /// How long one preprocess or postprocess call may run before it is stopped.
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub const ALL: [Method; 5] = [
+        Method::Get,
+        Method::Post,
+        Method::Put,
+        Method::Patch,
+        Method::Delete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.as_str() == text)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Auth {
+    /// Anyone who can reach the host may call the endpoint.
+    None,
+    /// Callers present an API key issued by the host (`Authorization: Bearer` or `X-API-Key`).
+    ApiKey,
+}
+
+/// A `model.runtime` string, such as `python:3.11-pytorch` or `onnx`.
+///
+/// The host executes ONNX models natively. Every other framework is accepted as the *origin* of a
+/// model that was exported to ONNX: the runtime string records where the model came from, and the
+/// model file must be ONNX.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRuntime {
+    /// The text as written.
+    pub text: String,
+    pub language: Option<String>,
+    pub framework: Framework,
+}
+
+impl Serialize for ModelRuntime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framework {
+    Onnx,
+    Pytorch,
+    Tensorflow,
+    Keras,
+    Sklearn,
+    Xgboost,
+    Lightgbm,
+}
+
+impl Framework {
+    pub const ALL: [(&'static str, Framework); 7] = [
+        ("onnx", Framework::Onnx),
+        ("pytorch", Framework::Pytorch),
+        ("tensorflow", Framework::Tensorflow),
+        ("keras", Framework::Keras),
+        ("sklearn", Framework::Sklearn),
+        ("xgboost", Framework::Xgboost),
+        ("lightgbm", Framework::Lightgbm),
+    ];
+}
+
+impl ModelRuntime {
+    /// Parses `[LANGUAGE:VERSION-]FRAMEWORK`, e.g. `onnx`, `pytorch`, `python:3.11-pytorch`.
+    pub fn parse(text: &str) -> Result<ModelRuntime, String> {
+        let known = || {
+            Framework::ALL
+                .iter()
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (language, framework_text) = match text.split_once(':') {
+            Some((language, rest)) => {
+                let Some((version, framework)) = rest.split_once('-') else {
+                    return Err(format!(
+                        "`{text}` must look like LANGUAGE:VERSION-FRAMEWORK (e.g. `python:3.11-pytorch`) or FRAMEWORK (one of {})",
+                        known()
+                    ));
+                };
+                let valid_version =
+                    !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.');
+                if language != "python" || !valid_version {
+                    return Err(format!(
+                        "`{text}`: the language part must be `python:X.Y` (the models it exports are served as ONNX)"
+                    ));
+                }
+                (Some(format!("{language}:{version}")), framework)
+            }
+            None => (None, text),
+        };
+        let framework = Framework::ALL
+            .iter()
+            .find(|(name, _)| *name == framework_text)
+            .map(|(_, f)| *f)
+            .ok_or_else(|| {
+                format!(
+                    "unknown framework `{framework_text}` in `{text}`; expected one of {}",
+                    known()
+                )
+            })?;
+        Ok(ModelRuntime {
+            text: text.to_string(),
+            language,
+            framework,
+        })
+    }
+
+    /// How the host runs this model, in words for `aifn status`.
+    pub fn execution_note(&self) -> String {
+        match self.framework {
+            Framework::Onnx => "ONNX model served natively by ONNX Runtime".to_string(),
+            _ => format!(
+                "`{}` model served from its ONNX export by ONNX Runtime (no Python in the serving path)",
+                self.text
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes() {
+        let r = ModelRuntime::parse("python:3.11-pytorch").unwrap();
+        assert_eq!(r.framework, Framework::Pytorch);
+        assert_eq!(r.language.as_deref(), Some("python:3.11"));
+        assert_eq!(
+            ModelRuntime::parse("onnx").unwrap().framework,
+            Framework::Onnx
+        );
+        assert!(ModelRuntime::parse("java:17-dl4j").is_err());
+        assert!(ModelRuntime::parse("python:3.11-caffe")
+            .unwrap_err()
+            .contains("unknown framework `caffe`"));
+        assert!(ModelRuntime::parse("python:3.11").is_err());
+    }
+}

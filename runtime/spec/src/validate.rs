@@ -1,0 +1,701 @@
+//! Turns a positioned YAML tree into a [`FunctionSpec`], collecting every error on the way.
+
+use crate::quantity::{parse_cpu, parse_duration, parse_memory, Bytes, HumanDuration, MilliCpu};
+use crate::types::*;
+use crate::yaml::{plain_scalar_type, Key, Node, NodeKind, PlainType, Pos};
+use crate::{SpecError, SpecErrors};
+use std::collections::{BTreeMap, HashSet};
+
+/// Routes the host serves itself; a function may not claim them.
+pub const RESERVED_ROUTE_PREFIXES: [&str; 5] = ["/v2", "/admin", "/healthz", "/readyz", "/metrics"];
+
+pub fn function_spec(root: &Node) -> Result<FunctionSpec, SpecErrors> {
+    let mut checker = Checker::default();
+    let spec = checker.function(root);
+    match spec {
+        Some(spec) if checker.errors.is_empty() => Ok(spec),
+        _ => {
+            checker.errors.sort_by_key(|e| (e.line, e.column));
+            Err(SpecErrors(checker.errors))
+        }
+    }
+}
+
+#[derive(Default)]
+struct Checker {
+    errors: Vec<SpecError>,
+}
+
+/// The fields of one mapping, after unknown and duplicate keys were reported.
+struct Fields<'a> {
+    path: String,
+    pos: Pos,
+    entries: &'a [(Key, Node)],
+}
+
+impl<'a> Fields<'a> {
+    /// The value of `name`, treating `name: ~` like an absent key.
+    fn get(&self, name: &str) -> Option<&'a Node> {
+        self.entries
+            .iter()
+            .find(|(key, value)| key.name == name && !value.is_null())
+            .map(|(_, value)| value)
+    }
+
+    fn child(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.path)
+        }
+    }
+}
+
+impl Checker {
+    fn error(&mut self, path: &str, pos: Pos, message: impl Into<String>) {
+        self.errors.push(SpecError {
+            path: path.to_string(),
+            line: pos.line,
+            column: pos.column,
+            message: message.into(),
+        });
+    }
+
+    /// Checks that `node` is a mapping whose keys are all in `allowed`, each at most once.
+    fn fields<'a>(&mut self, node: &'a Node, path: &str, allowed: &[&str]) -> Option<Fields<'a>> {
+        let NodeKind::Map(entries) = &node.kind else {
+            self.error(
+                path,
+                node.pos,
+                format!("expected a mapping, found {}", node.describe()),
+            );
+            return None;
+        };
+        let mut seen = HashSet::new();
+        for (key, _) in entries {
+            let key_path = if path.is_empty() {
+                key.name.clone()
+            } else {
+                format!("{path}.{}", key.name)
+            };
+            if !allowed.contains(&key.name.as_str()) {
+                let hint = match closest(&key.name, allowed) {
+                    Some(near) => format!(" (did you mean `{near}`?)"),
+                    None => String::new(),
+                };
+                self.error(
+                    &key_path,
+                    key.pos,
+                    format!(
+                        "unknown field `{}`{hint}; expected one of: {}",
+                        key.name,
+                        allowed.join(", ")
+                    ),
+                );
+            } else if !seen.insert(key.name.as_str()) {
+                self.error(
+                    &key_path,
+                    key.pos,
+                    format!("field `{}` is given twice", key.name),
+                );
+            }
+        }
+        Some(Fields {
+            path: path.to_string(),
+            pos: node.pos,
+            entries,
+        })
+    }
+
+    fn required<'a>(&mut self, fields: &Fields<'a>, name: &str) -> Option<&'a Node> {
+        let node = fields.get(name);
+        if node.is_none() {
+            self.error(
+                &fields.child(name),
+                fields.pos,
+                format!("missing required field `{name}`"),
+            );
+        }
+        node
+    }
+
+    /// A scalar's text, if it is a string (quoted, or plain and not a number/bool/null).
+    fn string(&mut self, node: &Node, path: &str) -> Option<String> {
+        match &node.kind {
+            NodeKind::Scalar { text, quoted: true } => Some(text.clone()),
+            NodeKind::Scalar {
+                text,
+                quoted: false,
+            } if plain_scalar_type(text) == PlainType::Str => Some(text.clone()),
+            _ => {
+                self.error(
+                    path,
+                    node.pos,
+                    format!("expected a string, found {}", node.describe()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Any scalar's text (strings and numbers): used for quantities such as `cpu: 1` or `cpu: "1"`.
+    fn scalar_text(&mut self, node: &Node, path: &str, what: &str) -> Option<String> {
+        match &node.kind {
+            NodeKind::Scalar { text, quoted }
+                if *quoted || plain_scalar_type(text) != PlainType::Bool =>
+            {
+                Some(text.clone())
+            }
+            _ => {
+                self.error(
+                    path,
+                    node.pos,
+                    format!("expected {what}, found {}", node.describe()),
+                );
+                None
+            }
+        }
+    }
+
+    fn uint(&mut self, node: &Node, path: &str, max: u32) -> Option<u32> {
+        match &node.kind {
+            NodeKind::Scalar {
+                text,
+                quoted: false,
+            } if plain_scalar_type(text) == PlainType::Int => match text.parse::<u32>() {
+                Ok(n) if n <= max => Some(n),
+                _ => {
+                    self.error(
+                        path,
+                        node.pos,
+                        format!("must be a whole number from 0 to {max}, found {text}"),
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.error(
+                    path,
+                    node.pos,
+                    format!("expected an integer, found {}", node.describe()),
+                );
+                None
+            }
+        }
+    }
+
+    fn parsed<T>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        what: &str,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = self.scalar_text(node, path, what)?;
+        parse(&text)
+            .map_err(|message| self.error(path, node.pos, message))
+            .ok()
+    }
+
+    fn function(&mut self, root: &Node) -> Option<FunctionSpec> {
+        let top = self.fields(root, "", &["apiVersion", "kind", "metadata", "spec"])?;
+        let api_version = self
+            .required(&top, "apiVersion")
+            .and_then(|n| self.string(n, "apiVersion"));
+        if let (Some(v), Some(node)) = (&api_version, top.get("apiVersion")) {
+            if v != API_VERSION {
+                self.error(
+                    "apiVersion",
+                    node.pos,
+                    format!("unsupported apiVersion `{v}`; this host reads `{API_VERSION}`"),
+                );
+            }
+        }
+        let kind = self
+            .required(&top, "kind")
+            .and_then(|n| self.string(n, "kind"));
+        if let (Some(k), Some(node)) = (&kind, top.get("kind")) {
+            if k != KIND {
+                self.error(
+                    "kind",
+                    node.pos,
+                    format!("unsupported kind `{k}`; expected `{KIND}`"),
+                );
+            }
+        }
+        let metadata = self
+            .required(&top, "metadata")
+            .and_then(|n| self.metadata(n));
+        let spec = self.required(&top, "spec").and_then(|n| self.body(n));
+        Some(FunctionSpec {
+            api_version: api_version?,
+            kind: kind?,
+            metadata: metadata?,
+            spec: spec?,
+        })
+    }
+
+    fn metadata(&mut self, node: &Node) -> Option<Metadata> {
+        let f = self.fields(node, "metadata", &["name", "labels"])?;
+        let name = self.required(&f, "name").and_then(|n| {
+            let name = self.string(n, "metadata.name")?;
+            check_name(&name)
+                .map_err(|m| self.error("metadata.name", n.pos, m))
+                .ok()?;
+            Some(name)
+        });
+        let mut labels = BTreeMap::new();
+        if let Some(node) = f.get("labels") {
+            if let NodeKind::Map(entries) = &node.kind {
+                for (key, value) in entries {
+                    let path = format!("metadata.labels.{}", key.name);
+                    if let Err(m) = check_label(&key.name) {
+                        self.error(&path, key.pos, format!("label key {m}"));
+                    }
+                    if let Some(v) = self.scalar_text(value, &path, "a string") {
+                        labels.insert(key.name.clone(), v);
+                    }
+                }
+            } else {
+                self.error(
+                    "metadata.labels",
+                    node.pos,
+                    format!("expected a mapping, found {}", node.describe()),
+                );
+            }
+        }
+        Some(Metadata {
+            name: name?,
+            labels,
+        })
+    }
+
+    fn body(&mut self, node: &Node) -> Option<FunctionBody> {
+        let f = self.fields(
+            node,
+            "spec",
+            &["model", "resources", "scaling", "endpoints", "module"],
+        )?;
+        let model = self.required(&f, "model").and_then(|n| self.model(n));
+        let resources = match f.get("resources") {
+            Some(n) => self.resources(n),
+            None => Some(Resources::default()),
+        };
+        let scaling = match f.get("scaling") {
+            Some(n) => self.scaling(n),
+            None => Some(Scaling::default()),
+        };
+        let endpoints = self
+            .required(&f, "endpoints")
+            .and_then(|n| self.endpoints(n));
+        let module = match f.get("module") {
+            Some(n) => self.module(n).map(Some),
+            None => Some(None),
+        };
+        Some(FunctionBody {
+            model: model?,
+            resources: resources?,
+            scaling: scaling?,
+            endpoints: endpoints?,
+            module: module?,
+        })
+    }
+
+    fn model(&mut self, node: &Node) -> Option<ModelSpec> {
+        let f = self.fields(node, "spec.model", &["id", "runtime", "path", "sha256"])?;
+        let id = self.required(&f, "id").and_then(|n| {
+            let id = self.string(n, "spec.model.id")?;
+            check_model_id(&id)
+                .map_err(|m| self.error("spec.model.id", n.pos, m))
+                .ok()?;
+            Some(id)
+        });
+        let runtime = self.required(&f, "runtime").and_then(|n| {
+            let text = self.string(n, "spec.model.runtime")?;
+            ModelRuntime::parse(&text)
+                .map_err(|m| self.error("spec.model.runtime", n.pos, m))
+                .ok()
+        });
+        let path = match f.get("path") {
+            Some(n) => self.string(n, "spec.model.path").map(Some),
+            None => Some(None),
+        };
+        let sha256 = match f.get("sha256") {
+            Some(n) => {
+                let digest = self.string(n, "spec.model.sha256");
+                match digest {
+                    Some(d) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                        Some(Some(d.to_ascii_lowercase()))
+                    }
+                    Some(_) => {
+                        self.error(
+                            "spec.model.sha256",
+                            n.pos,
+                            "must be 64 hexadecimal characters",
+                        );
+                        None
+                    }
+                    None => None,
+                }
+            }
+            None => Some(None),
+        };
+        Some(ModelSpec {
+            id: id?,
+            runtime: runtime?,
+            path: path?,
+            sha256: sha256?,
+        })
+    }
+
+    fn resources(&mut self, node: &Node) -> Option<Resources> {
+        let f = self.fields(node, "spec.resources", &["memory", "cpu", "gpu"])?;
+        let memory: Option<Option<Bytes>> = match f.get("memory") {
+            Some(n) => self
+                .parsed(
+                    n,
+                    "spec.resources.memory",
+                    "a memory quantity like `2Gi`",
+                    parse_memory,
+                )
+                .map(Some),
+            None => Some(None),
+        };
+        let cpu: Option<Option<MilliCpu>> = match f.get("cpu") {
+            Some(n) => self
+                .parsed(
+                    n,
+                    "spec.resources.cpu",
+                    "a CPU quantity like `1` or `500m`",
+                    parse_cpu,
+                )
+                .map(Some),
+            None => Some(None),
+        };
+        let gpu = match f.get("gpu") {
+            Some(n) => self.parsed(n, "spec.resources.gpu", "a whole number of GPUs", |t| {
+                t.parse::<u32>()
+                    .map_err(|_| format!("`{t}` is not a whole number of GPUs"))
+            }),
+            None => Some(0),
+        };
+        Some(Resources {
+            memory: memory?,
+            cpu: cpu?,
+            gpu: gpu?,
+        })
+    }
+
+    fn scaling(&mut self, node: &Node) -> Option<Scaling> {
+        const MAX_REPLICAS: u32 = 10_000;
+        let f = self.fields(
+            node,
+            "spec.scaling",
+            &["min_replicas", "max_replicas", "target_latency"],
+        )?;
+        let min = match f.get("min_replicas") {
+            Some(n) => self.uint(n, "spec.scaling.min_replicas", MAX_REPLICAS),
+            None => Some(1),
+        };
+        let max = match f.get("max_replicas") {
+            Some(n) => self.uint(n, "spec.scaling.max_replicas", MAX_REPLICAS),
+            None => min.map(|m| m.max(1)),
+        };
+        let target_latency: Option<Option<HumanDuration>> = match f.get("target_latency") {
+            Some(n) => self
+                .parsed(
+                    n,
+                    "spec.scaling.target_latency",
+                    "a duration like `50ms`",
+                    parse_duration,
+                )
+                .map(Some),
+            None => Some(None),
+        };
+        if let (Some(min), Some(max)) = (min, max) {
+            let at = f
+                .get("max_replicas")
+                .or(f.get("min_replicas"))
+                .map_or(f.pos, |n| n.pos);
+            if max == 0 {
+                self.error("spec.scaling.max_replicas", at, "must be at least 1");
+            } else if min > max {
+                self.error(
+                    "spec.scaling.min_replicas",
+                    f.get("min_replicas").map_or(at, |n| n.pos),
+                    format!("min_replicas ({min}) is greater than max_replicas ({max})"),
+                );
+            }
+        }
+        Some(Scaling {
+            min_replicas: min?,
+            max_replicas: max?,
+            target_latency: target_latency?,
+        })
+    }
+
+    fn endpoints(&mut self, node: &Node) -> Option<Vec<Endpoint>> {
+        let NodeKind::Seq(items) = &node.kind else {
+            self.error(
+                "spec.endpoints",
+                node.pos,
+                format!("expected a list, found {}", node.describe()),
+            );
+            return None;
+        };
+        if items.is_empty() {
+            self.error("spec.endpoints", node.pos, "needs at least one endpoint");
+            return None;
+        }
+        let mut endpoints = Vec::new();
+        let mut seen: Vec<(String, Method, usize)> = Vec::new();
+        let mut all_valid = true;
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("spec.endpoints[{i}]");
+            match self.endpoint(item, &path) {
+                Some(ep) => {
+                    if let Some((_, _, first)) = seen
+                        .iter()
+                        .find(|(r, m, _)| *r == ep.route && *m == ep.method)
+                    {
+                        let route_pos = route_position(item).unwrap_or(item.pos);
+                        self.error(
+                            &format!("{path}.route"),
+                            route_pos,
+                            format!("duplicate route: {} {} is already declared by spec.endpoints[{first}]", ep.method, ep.route),
+                        );
+                    }
+                    seen.push((ep.route.clone(), ep.method, i));
+                    endpoints.push(ep);
+                }
+                None => all_valid = false,
+            }
+        }
+        all_valid.then_some(endpoints)
+    }
+
+    fn endpoint(&mut self, node: &Node, path: &str) -> Option<Endpoint> {
+        let f = self.fields(node, path, &["route", "method", "auth"])?;
+        let route = self.required(&f, "route").and_then(|n| {
+            let p = f.child("route");
+            let route = self.string(n, &p)?;
+            check_route(&route)
+                .map_err(|m| self.error(&p, n.pos, m))
+                .ok()?;
+            Some(route)
+        });
+        let method = match f.get("method") {
+            Some(n) => {
+                let p = f.child("method");
+                self.string(n, &p).and_then(|text| {
+                    let method = Method::parse(&text);
+                    if method.is_none() {
+                        let all: Vec<_> = Method::ALL.iter().map(|m| m.as_str()).collect();
+                        let hint = if Method::parse(&text.to_ascii_uppercase()).is_some() {
+                            format!(" (write it in capitals: `{}`)", text.to_ascii_uppercase())
+                        } else {
+                            String::new()
+                        };
+                        self.error(
+                            &p,
+                            n.pos,
+                            format!(
+                                "unknown method `{text}`{hint}; expected one of: {}",
+                                all.join(", ")
+                            ),
+                        );
+                    }
+                    method
+                })
+            }
+            None => Some(Method::Post),
+        };
+        let auth = match f.get("auth") {
+            Some(n) => {
+                let p = f.child("auth");
+                self.string(n, &p).and_then(|text| match text.as_str() {
+                    "none" => Some(Auth::None),
+                    "api_key" => Some(Auth::ApiKey),
+                    "jwt" => {
+                        self.error(
+                            &p,
+                            n.pos,
+                            "`jwt` is not supported by this host yet; use `none` or `api_key`",
+                        );
+                        None
+                    }
+                    other => {
+                        self.error(
+                            &p,
+                            n.pos,
+                            format!("unknown auth `{other}`; expected one of: none, api_key"),
+                        );
+                        None
+                    }
+                })
+            }
+            None => Some(Auth::None),
+        };
+        Some(Endpoint {
+            route: route?,
+            method: method?,
+            auth: auth?,
+        })
+    }
+
+    fn module(&mut self, node: &Node) -> Option<ModuleSpec> {
+        let f = self.fields(node, "spec.module", &["path", "timeout"])?;
+        let path = self
+            .required(&f, "path")
+            .and_then(|n| self.string(n, "spec.module.path"));
+        let timeout: Option<Option<HumanDuration>> = match f.get("timeout") {
+            Some(n) => self
+                .parsed(
+                    n,
+                    "spec.module.timeout",
+                    "a duration like `100ms`",
+                    parse_duration,
+                )
+                .map(Some),
+            None => Some(None),
+        };
+        Some(ModuleSpec {
+            path: path?,
+            timeout: timeout?,
+        })
+    }
+}
+
+fn route_position(endpoint: &Node) -> Option<Pos> {
+    match &endpoint.kind {
+        NodeKind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.name == "route")
+            .map(|(_, v)| v.pos),
+        _ => None,
+    }
+}
+
+/// Function names are DNS labels so they can appear in URLs, metrics and file names unescaped.
+fn check_name(name: &str) -> Result<(), String> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let valid_ends = name.starts_with(|c: char| c.is_ascii_lowercase()) && !name.ends_with('-');
+    if name.is_empty() || name.len() > 63 || !valid_chars || !valid_ends {
+        return Err(format!(
+            "`{name}` is not a valid name: use 1 to 63 lowercase letters, digits and `-`, starting with a letter and not ending with `-`"
+        ));
+    }
+    Ok(())
+}
+
+fn check_label(key: &str) -> Result<(), String> {
+    let valid = !key.is_empty()
+        && key.len() <= 63
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{key}` must be 1 to 63 letters, digits, `-`, `_`, `.` or `/`"
+        ))
+    }
+}
+
+fn check_model_id(id: &str) -> Result<(), String> {
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !id.starts_with('.');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("`{id}` is not a valid model id: use 1 to 128 letters, digits, `-`, `_` and `.`, not starting with `.`"))
+    }
+}
+
+fn check_route(route: &str) -> Result<(), String> {
+    if !route.starts_with('/') {
+        return Err(format!("`{route}` must start with `/`"));
+    }
+    if route.len() > 1 && route.ends_with('/') {
+        return Err(format!("`{route}` must not end with `/`"));
+    }
+    if route.contains("//") {
+        return Err(format!("`{route}` has an empty segment (`//`)"));
+    }
+    if let Some(bad) = route
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/-._~".contains(*c)))
+    {
+        return Err(format!(
+            "`{route}` contains `{bad}`; routes are literal paths of letters, digits, `-`, `.`, `_`, `~` and `/`"
+        ));
+    }
+    if route
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(format!("`{route}` must not contain `.` or `..` segments"));
+    }
+    for prefix in RESERVED_ROUTE_PREFIXES {
+        if route == prefix || route.starts_with(&format!("{prefix}/")) {
+            return Err(format!("`{route}` is reserved by the host (`{prefix}`)"));
+        }
+    }
+    Ok(())
+}
+
+/// The allowed name closest to a misspelt one, if it is close enough to be a likely typo.
+fn closest<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|candidate| (edit_distance(name, candidate), *candidate))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typo_hints() {
+        assert_eq!(
+            closest("min_replica", &["min_replicas", "max_replicas"]),
+            Some("min_replicas")
+        );
+        assert_eq!(closest("colour", &["route", "method"]), None);
+    }
+
+    #[test]
+    fn routes() {
+        assert!(check_route("/v1/sentiment").is_ok());
+        assert!(check_route("v1").is_err());
+        assert!(check_route("/v1/").is_err());
+        assert!(check_route("/v2/models/x").is_err());
+        assert!(check_route("/a b").is_err());
+        assert!(check_route("/a/../b").is_err());
+    }
+}

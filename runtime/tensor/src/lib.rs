@@ -1,0 +1,315 @@
+//! Named, typed tensors: what a preprocessing module produces, what ONNX Runtime consumes and returns,
+//! and what the Open Inference Protocol v2 JSON (`{"inputs":[{"name","shape","datatype","data"}]}`) carries.
+
+use serde_json::{json, Map, Value};
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F64,
+    I32,
+    I64,
+    U8,
+    Bool,
+    String,
+}
+
+impl DType {
+    pub const ALL: [DType; 7] = [
+        DType::F32,
+        DType::F64,
+        DType::I32,
+        DType::I64,
+        DType::U8,
+        DType::Bool,
+        DType::String,
+    ];
+
+    /// The datatype name used by the Open Inference Protocol v2.
+    pub fn v2_name(self) -> &'static str {
+        match self {
+            DType::F32 => "FP32",
+            DType::F64 => "FP64",
+            DType::I32 => "INT32",
+            DType::I64 => "INT64",
+            DType::U8 => "UINT8",
+            DType::Bool => "BOOL",
+            DType::String => "BYTES",
+        }
+    }
+
+    pub fn from_v2_name(name: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.v2_name() == name)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.v2_name())
+    }
+}
+
+/// The elements of a tensor, flat, in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    U8(Vec<u8>),
+    Bool(Vec<bool>),
+    String(Vec<String>),
+}
+
+impl TensorData {
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorData::F32(_) => DType::F32,
+            TensorData::F64(_) => DType::F64,
+            TensorData::I32(_) => DType::I32,
+            TensorData::I64(_) => DType::I64,
+            TensorData::U8(_) => DType::U8,
+            TensorData::Bool(_) => DType::Bool,
+            TensorData::String(_) => DType::String,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::F64(v) => v.len(),
+            TensorData::I32(v) => v.len(),
+            TensorData::I64(v) => v.len(),
+            TensorData::U8(v) => v.len(),
+            TensorData::Bool(v) => v.len(),
+            TensorData::String(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Approximate size in memory, used to bound what a module or model may return.
+    pub fn byte_size(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len() * 4,
+            TensorData::F64(v) => v.len() * 8,
+            TensorData::I32(v) => v.len() * 4,
+            TensorData::I64(v) => v.len() * 8,
+            TensorData::U8(v) => v.len(),
+            TensorData::Bool(v) => v.len(),
+            TensorData::String(v) => v.iter().map(|s| s.len() + 8).sum(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            TensorData::F32(v) => json!(v),
+            TensorData::F64(v) => json!(v),
+            TensorData::I32(v) => json!(v),
+            TensorData::I64(v) => json!(v),
+            TensorData::U8(v) => json!(v),
+            TensorData::Bool(v) => json!(v),
+            TensorData::String(v) => json!(v),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TensorError {
+    #[error("request body is not valid JSON: {0}")]
+    Json(String),
+    #[error("{0}")]
+    Shape(String),
+    #[error("input `{input}`: {message}")]
+    Input { input: String, message: String },
+}
+
+impl Tensor {
+    /// Checks that the number of elements matches the shape.
+    pub fn new(
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        data: TensorData,
+    ) -> Result<Tensor, TensorError> {
+        let name = name.into();
+        let expected: usize = shape.iter().product();
+        if expected != data.len() {
+            return Err(TensorError::Input {
+                input: name,
+                message: format!(
+                    "shape {:?} holds {expected} elements but {} were given",
+                    shape,
+                    data.len()
+                ),
+            });
+        }
+        Ok(Tensor { name, shape, data })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+
+    /// The v2 JSON object for this tensor: `{"name","shape","datatype","data"}`.
+    pub fn to_v2_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "shape": self.shape,
+            "datatype": self.dtype().v2_name(),
+            "data": self.data.to_json(),
+        })
+    }
+}
+
+/// Decodes the body of a v2 inference request into its input tensors.
+pub fn decode_v2_request(body: &[u8]) -> Result<Vec<Tensor>, TensorError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| TensorError::Json(e.to_string()))?;
+    let inputs = value
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| TensorError::Shape(r#"expected a JSON object with an "inputs" list of {"name","shape","datatype","data"}"#.into()))?;
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| decode_v2_tensor(i, input))
+        .collect()
+}
+
+fn decode_v2_tensor(index: usize, input: &Value) -> Result<Tensor, TensorError> {
+    let name = input
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| TensorError::Shape(format!("inputs[{index}] needs a string \"name\"")))?
+        .to_string();
+    let err = |message: String| TensorError::Input {
+        input: name.clone(),
+        message,
+    };
+    let shape = input
+        .get("shape")
+        .and_then(Value::as_array)
+        .ok_or_else(|| err("needs a \"shape\" list of non-negative integers".into()))?
+        .iter()
+        .map(|d| d.as_u64().map(|d| d as usize))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| err("\"shape\" must hold non-negative integers".into()))?;
+    let datatype = input
+        .get("datatype")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            err("needs a \"datatype\" (FP32, FP64, INT32, INT64, UINT8, BOOL or BYTES)".into())
+        })?;
+    let dtype = DType::from_v2_name(datatype)
+        .ok_or_else(|| err(format!("unknown datatype `{datatype}`; expected FP32, FP64, INT32, INT64, UINT8, BOOL or BYTES")))?;
+    let data = input
+        .get("data")
+        .ok_or_else(|| err("needs \"data\"".into()))?;
+    let mut flat = Vec::new();
+    flatten(data, &mut flat);
+    let data = convert(dtype, &flat).map_err(err)?;
+    Tensor::new(name.clone(), shape, data)
+}
+
+/// v2 allows `data` flat or nested by shape; both are read in row-major order.
+fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
+        other => out.push(other),
+    }
+}
+
+fn convert(dtype: DType, values: &[&Value]) -> Result<TensorData, String> {
+    fn each<T>(
+        values: &[&Value],
+        what: &str,
+        f: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Vec<T>, String> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| f(v).ok_or_else(|| format!("data[{i}] = {v} is not {what}")))
+            .collect()
+    }
+    Ok(match dtype {
+        DType::F32 => TensorData::F32(each(values, "a number", |v| v.as_f64().map(|x| x as f32))?),
+        DType::F64 => TensorData::F64(each(values, "a number", Value::as_f64)?),
+        DType::I32 => TensorData::I32(each(values, "a 32-bit integer", |v| {
+            v.as_i64().and_then(|x| i32::try_from(x).ok())
+        })?),
+        DType::I64 => TensorData::I64(each(values, "a 64-bit integer", Value::as_i64)?),
+        DType::U8 => TensorData::U8(each(values, "an integer from 0 to 255", |v| {
+            v.as_u64().and_then(|x| u8::try_from(x).ok())
+        })?),
+        DType::Bool => TensorData::Bool(each(values, "a boolean", Value::as_bool)?),
+        DType::String => TensorData::String(each(values, "a string", |v| {
+            v.as_str().map(str::to_string)
+        })?),
+    })
+}
+
+/// The v2 inference response body.
+pub fn encode_v2_response(model_name: &str, model_version: &str, outputs: &[Tensor]) -> Value {
+    let mut body = Map::new();
+    body.insert("model_name".into(), json!(model_name));
+    body.insert("model_version".into(), json!(model_version));
+    body.insert(
+        "outputs".into(),
+        Value::Array(outputs.iter().map(Tensor::to_v2_json).collect()),
+    );
+    Value::Object(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_flat_and_nested_data() {
+        let body = br#"{"inputs":[
+            {"name":"a","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]},
+            {"name":"b","shape":[3],"datatype":"BYTES","data":["x","y","z"]}]}"#;
+        let tensors = decode_v2_request(body).unwrap();
+        assert_eq!(tensors[0].data, TensorData::F32(vec![1.0, 2.0, 3.0, 4.0]));
+        assert_eq!(tensors[1].shape, vec![3]);
+        assert_eq!(tensors[1].dtype(), DType::String);
+    }
+
+    #[test]
+    fn errors_name_the_input() {
+        let body = br#"{"inputs":[{"name":"x","shape":[3],"datatype":"INT64","data":[1,2]}]}"#;
+        let err = decode_v2_request(body).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "input `x`: shape [3] holds 3 elements but 2 were given"
+        );
+        let body = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[300]}]}"#;
+        let err = decode_v2_request(body).unwrap_err().to_string();
+        assert!(
+            err.starts_with("input `x`: data[0] = 300 is not an integer from 0 to 255"),
+            "{err}"
+        );
+        assert!(matches!(
+            decode_v2_request(b"{nope"),
+            Err(TensorError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn encodes_outputs() {
+        let t = Tensor::new("p", vec![1, 2], TensorData::F32(vec![0.25, 0.75])).unwrap();
+        let body = encode_v2_response("m", "1", &[t]);
+        assert_eq!(body["outputs"][0]["datatype"], "FP32");
+        assert_eq!(body["outputs"][0]["data"][1], 0.75);
+    }
+}
