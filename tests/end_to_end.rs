@@ -1,1 +1,617 @@
+//! End to end: a real host process, deploys through the real CLI, requests over HTTP on 127.0.0.1,
+//! real wasmtime running the churn predictor's module, real ONNX Runtime running its model.
 
+mod support;
+
+use serde_json::json;
+use support::*;
+
+const SPEC: &str = "function.yaml";
+
+fn churn_probability(reply: &Reply) -> f64 {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["churn_probability"].as_f64().unwrap()
+}
+
+#[test]
+fn deploy_through_the_cli_and_match_python_onnxruntime() {
+    let dir = temp_dir("deploy");
+    let host = TestHost::start(&dir.join("state"));
+    let spec = churn_spec(&dir, SPEC, &[]);
+    let out = host.cli_ok(&["deploy", spec.to_str().unwrap()]);
+    assert!(
+        out.starts_with("deployed churn-predictor version 1 (sha256:"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("POST {}/v1/churn", host.base)),
+        "{out}"
+    );
+
+    let expectations = churn_expectations();
+    for (request, expected) in &expectations {
+        let reply = host.post("/v1/churn", &request.to_string());
+        let got = churn_probability(&reply);
+        assert!(
+            (got - expected).abs() < 1e-5,
+            "{request}: host {got}, python onnxruntime {expected}"
+        );
+        assert_eq!(reply.json()["will_churn"], json!(*expected >= 0.5));
+        assert_eq!(reply.header("x-aifn-version"), Some("1"));
+    }
+
+    // A batch answers in order.
+    let customers: Vec<_> = expectations.iter().map(|(r, _)| r.clone()).collect();
+    let reply = host.post("/v1/churn", &json!({ "customers": customers }).to_string());
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let predictions = reply.json()["predictions"].as_array().unwrap().clone();
+    assert_eq!(predictions.len(), expectations.len());
+    for (prediction, (_, expected)) in predictions.iter().zip(&expectations) {
+        assert!((prediction["churn_probability"].as_f64().unwrap() - expected).abs() < 1e-5);
+    }
+
+    // The same model over the Open Inference Protocol v2, with the features the module would make.
+    let reply = host.post(
+        "/v2/models/churn-predictor/infer",
+        r#"{"inputs":[{"name":"features","shape":[1,6],"datatype":"FP32","data":[42.5,12,1,0,0,1]}]}"#,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let outputs = reply.json()["outputs"].clone();
+    let probabilities = outputs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "probabilities")
+        .unwrap();
+    assert_eq!(probabilities["shape"], json!([1, 2]));
+    assert!((probabilities["data"][1].as_f64().unwrap() - expectations[0].1).abs() < 1e-5);
+
+    let metadata = host.get("/v2/models/churn-predictor").json();
+    assert_eq!(
+        metadata["inputs"][0],
+        json!({ "name": "features", "datatype": "FP32", "shape": [-1, 6] })
+    );
+    assert_eq!(host.get("/v2/models/churn-predictor/ready").status, 200);
+    assert_eq!(host.get("/v2/health/ready").status, 200);
+    assert_eq!(host.get("/v2/health/live").status, 200);
+
+    let ls = host.cli_ok(&["ls"]);
+    assert!(
+        ls.contains("churn-predictor") && ls.contains("POST /v1/churn"),
+        "{ls}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&host.cli_ok(&["status", "churn-predictor"])).unwrap();
+    assert_eq!(status["version"], 1);
+    assert_eq!(status["placement"]["replicas"], 2);
+    assert_eq!(status["placement"]["device"], "cpu");
+
+    // Deploying the same thing again makes no new version.
+    let again = host.cli_ok(&["deploy", spec.to_str().unwrap()]);
+    assert!(
+        again.starts_with("unchanged churn-predictor version 1"),
+        "{again}"
+    );
+
+    // Every request above was counted.
+    let metrics = request(
+        &host.url("/metrics"),
+        "GET",
+        b"",
+        &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+    );
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains(
+            r#"aifn_requests_total{function="churn-predictor",route="/v1/churn",status="200"} 6"#
+        ),
+        "{}",
+        metrics.body
+    );
+}
+
+#[test]
+fn bad_requests_get_clear_json_errors() {
+    let dir = temp_dir("bad-requests");
+    let host = TestHost::start(&dir.join("state"));
+    host.cli_ok(&["deploy", churn_spec(&dir, SPEC, &[]).to_str().unwrap()]);
+
+    let reply = host.post("/v1/churn", "{not json");
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (400, "rejected_by_function"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expected a customer"));
+
+    let reply = host.post("/v1/churn", r#"{"avg_monthly_spend": 1, "days_since_last_purchase": 2, "support_tickets_last_30d": 0, "subscription_tier": "gold"}"#);
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply
+            .body
+            .contains("subscription_tier must be one of basic, standard, premium"),
+        "{}",
+        reply.body
+    );
+
+    let reply = host.post("/v1/nothing-here", "{}");
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (404, "not_found")
+    );
+
+    let reply = host.get("/v1/churn");
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (405, "method_not_allowed")
+    );
+    assert_eq!(reply.header("allow"), Some("POST"));
+
+    // A body over the limit is refused from its Content-Length, before it is read…
+    let answer = raw_http(
+        &host.base,
+        "POST /v1/churn HTTP/1.1\r\nhost: x\r\ncontent-length: 2097152\r\n\r\n",
+        std::time::Duration::from_secs(10),
+    );
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""code":"body_too_large""#), "{answer}");
+    // …and a chunked one (no length up front) while it is read.
+    let chunk = "x".repeat(64 * 1024);
+    let mut chunked =
+        String::from("POST /v1/churn HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n");
+    for _ in 0..20 {
+        chunked.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    chunked.push_str("0\r\n\r\n");
+    let answer = raw_http(&host.base, &chunked, std::time::Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // Without a module in between, tensor errors are the caller's and name the input.
+    let reply = host.post("/v2/models/churn-predictor/infer", "[1, 2");
+    assert_eq!(reply.status, 400);
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+    let reply = host.post(
+        "/v2/models/churn-predictor/infer",
+        r#"{"inputs":[{"name":"features","shape":[1,5],"datatype":"FP32","data":[1,2,3,4,5]}]}"#,
+    );
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (400, "invalid_input")
+    );
+    assert!(
+        reply
+            .body
+            .contains("input `features` has shape [1, 5] but the model expects [-1, 6]"),
+        "{}",
+        reply.body
+    );
+    let reply = host.post(
+        "/v2/models/churn-predictor/infer",
+        r#"{"inputs":[{"name":"features","shape":[1,6],"datatype":"INT64","data":[1,2,3,0,0,1]}]}"#,
+    );
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply
+            .body
+            .contains("input `features` has datatype INT64 but the model expects FP32"),
+        "{}",
+        reply.body
+    );
+    let reply = host.post(
+        "/v2/models/churn-predictor/infer",
+        r#"{"inputs":[{"name":"feature","shape":[1,6],"datatype":"FP32","data":[1,2,3,0,0,1]}]}"#,
+    );
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply
+            .body
+            .contains("input `feature` is not an input of the model"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(host.post("/v2/models/nope/infer", "{}").status, 404);
+
+    // The control plane needs the admin token.
+    assert_eq!(host.get("/admin/v1/functions").status, 401);
+    let wrong = request(
+        &host.url("/admin/v1/functions"),
+        "GET",
+        b"",
+        &[("authorization", "Bearer nope")],
+    );
+    assert_eq!(
+        (wrong.status, wrong.error_code().as_str()),
+        (401, "unauthorized")
+    );
+    assert_eq!(host.get("/metrics").status, 401);
+
+    // After all of that, the function still answers.
+    let (request, expected) = &churn_expectations()[0];
+    assert!(
+        (churn_probability(&host.post("/v1/churn", &request.to_string())) - expected).abs() < 1e-5
+    );
+}
+
+#[test]
+fn versions_survive_kill_9() {
+    let dir = temp_dir("restart");
+    let state = dir.join("state");
+    let host = TestHost::start(&state);
+    host.cli_ok(&["deploy", churn_spec(&dir, SPEC, &[]).to_str().unwrap()]);
+    let v2 = churn_spec(&dir, "v2.yaml", &[("timeout: 100ms", "timeout: 150ms")]);
+    let out = host.cli_ok(&["deploy", v2.to_str().unwrap()]);
+    assert!(
+        out.starts_with("deployed churn-predictor version 2"),
+        "{out}"
+    );
+    host.kill();
+
+    let host = TestHost::start(&state);
+    let (request, expected) = &churn_expectations()[1];
+    let reply = host.post("/v1/churn", &request.to_string());
+    assert!((churn_probability(&reply) - expected).abs() < 1e-5);
+    assert_eq!(reply.header("x-aifn-version"), Some("2"));
+    let versions: serde_json::Value =
+        serde_json::from_str(&host.cli_ok(&["versions", "churn-predictor"])).unwrap();
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
+    // The compiled module was cached by digest, so the restart did not compile it again.
+    let compiled = std::fs::read_dir(state.join("compiled")).unwrap().count();
+    assert_eq!(compiled, 1, "one compiled module for one module digest");
+}
+
+#[test]
+fn a_failed_deploy_changes_nothing_that_is_serving() {
+    let dir = temp_dir("failed-deploy");
+    let host = TestHost::start(&dir.join("state"));
+    host.cli_ok(&["deploy", churn_spec(&dir, SPEC, &[]).to_str().unwrap()]);
+
+    // A "module" that is not WebAssembly: refused, nothing changes.
+    std::fs::write(dir.join("garbage.wasm"), b"definitely not wasm").unwrap();
+    let bad_module = churn_spec(&dir, "bad-module.yaml", &[]);
+    let text = std::fs::read_to_string(&bad_module).unwrap();
+    let module_line = text
+        .lines()
+        .find(|l| l.contains("churn_preprocess.wasm"))
+        .unwrap();
+    std::fs::write(
+        &bad_module,
+        text.replace(
+            module_line,
+            &format!("    path: {}", dir.join("garbage.wasm").display()),
+        ),
+    )
+    .unwrap();
+    let out = host.cli(&["deploy", bad_module.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not WebAssembly"),
+        "{out:?}"
+    );
+
+    // A model file that is not ONNX.
+    std::fs::write(dir.join("garbage.onnx"), b"not a model").unwrap();
+    let bad_model = churn_spec(&dir, "bad-model.yaml", &[]);
+    let text = std::fs::read_to_string(&bad_model).unwrap();
+    let model_line = text.lines().find(|l| l.contains("churn.onnx")).unwrap();
+    std::fs::write(
+        &bad_model,
+        text.replace(
+            model_line,
+            &format!("    path: {}", dir.join("garbage.onnx").display()),
+        ),
+    )
+    .unwrap();
+    let out = host.cli(&["deploy", bad_model.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a valid ONNX model"),
+        "{out:?}"
+    );
+
+    // An invalid spec: every error, with positions, before anything is uploaded.
+    let bad_spec = churn_spec(
+        &dir,
+        "bad-spec.yaml",
+        &[
+            ("memory: 64Mi", "memory: 64MB"),
+            ("min_replicas: 2", "min_replicas: 20"),
+        ],
+    );
+    let out = host.cli(&["deploy", bad_spec.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad-spec.yaml:16:13: spec.resources.memory: unknown unit `MB`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bad-spec.yaml:19:19: spec.scaling.min_replicas: min_replicas (20) is greater than max_replicas (8)"), "{stderr}");
+
+    // Another function may not take a route that is served.
+    let thief = churn_spec(
+        &dir,
+        "thief.yaml",
+        &[("name: churn-predictor", "name: route-thief")],
+    );
+    let out = host.cli(&["deploy", thief.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("route POST /v1/churn is already served by function `churn-predictor`"),
+        "{out:?}"
+    );
+
+    // A model id the host does not know.
+    let unknown = dir.join("unknown-model.yaml");
+    std::fs::copy(repo().join("examples/sentiment-analyzer.yaml"), &unknown).unwrap();
+    let out = host.cli(&["deploy", unknown.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("model `sentiment_model_v3` is not known to this host"),
+        "{out:?}"
+    );
+
+    let reply = host.post("/v1/churn", &churn_expectations()[0].0.to_string());
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-aifn-version"), Some("1"));
+    let list: serde_json::Value =
+        serde_json::from_str(&host.cli_ok(&["versions", "churn-predictor"])).unwrap();
+    assert_eq!(
+        list["versions"].as_array().unwrap().len(),
+        1,
+        "failed deploys leave no version"
+    );
+}
+
+#[test]
+fn the_reference_spec_deploys_once_its_model_is_known_and_api_keys_guard_it() {
+    let dir = temp_dir("reference");
+    let host = TestHost::start(&dir.join("state"));
+    let model = repo().join("functions/churn-predictor/model/churn.onnx");
+    host.cli_ok(&[
+        "models",
+        "push",
+        "sentiment_model_v3",
+        model.to_str().unwrap(),
+    ]);
+    let spec = repo().join("examples/sentiment-analyzer.yaml");
+    let out = host.cli_ok(&["deploy", spec.to_str().unwrap()]);
+    assert!(
+        out.contains("deployed sentiment-analyzer version 1"),
+        "{out}"
+    );
+    assert!(out.contains("warning: spec asks for 1 GPU(s) but this host has no GPU execution provider; running on CPU"), "{out}");
+    let status: serde_json::Value =
+        serde_json::from_str(&host.cli_ok(&["status", "sentiment-analyzer"])).unwrap();
+    assert_eq!(status["placement"]["device"], "cpu");
+    assert_eq!(status["placement"]["requested_gpus"], 1);
+    assert!(status["placement"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("running on CPU"));
+
+    let tensors = r#"{"inputs":[{"name":"features","shape":[1,6],"datatype":"FP32","data":[42.5,12,1,0,0,1]}]}"#;
+    let reply = host.post("/v1/sentiment", tensors);
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (401, "unauthorized")
+    );
+    assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+    // The v2 route of a guarded function is guarded too.
+    assert_eq!(
+        host.post("/v2/models/sentiment-analyzer/infer", tensors)
+            .status,
+        401
+    );
+
+    let key = host
+        .cli_ok(&["keys", "create", "--function", "sentiment-analyzer"])
+        .trim()
+        .to_string();
+    let url = host.url("/v1/sentiment");
+    let bearer = format!("Bearer {key}");
+    assert_eq!(
+        request(
+            &url,
+            "POST",
+            tensors.as_bytes(),
+            &[("authorization", &bearer)]
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        request(&url, "POST", tensors.as_bytes(), &[("x-api-key", &key)]).status,
+        200
+    );
+    assert_eq!(
+        request(
+            &url,
+            "POST",
+            tensors.as_bytes(),
+            &[("x-api-key", "aifn_wrong")]
+        )
+        .status,
+        401
+    );
+
+    // A key for another function is valid, but not here: 403.
+    let other = host
+        .cli_ok(&["keys", "create", "--function", "churn-predictor"])
+        .trim()
+        .to_string();
+    assert_eq!(
+        request(&url, "POST", tensors.as_bytes(), &[("x-api-key", &other)]).status,
+        403
+    );
+
+    // Revocation takes effect at once; the host never stored the secret.
+    let keys: serde_json::Value = serde_json::from_str(&host.cli_ok(&["keys", "list"])).unwrap();
+    let id = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["function"] == "sentiment-analyzer")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    host.cli_ok(&["keys", "revoke", &id]);
+    assert_eq!(
+        request(&url, "POST", tensors.as_bytes(), &[("x-api-key", &key)]).status,
+        401
+    );
+    let stored = std::fs::read_to_string(dir.join("state/keys.json")).unwrap();
+    assert!(!stored.contains(&other), "keys are stored hashed");
+}
+
+#[test]
+fn delete_stops_serving_and_a_redeploy_continues_the_numbering() {
+    let dir = temp_dir("delete");
+    let host = TestHost::start(&dir.join("state"));
+    let spec = churn_spec(&dir, SPEC, &[]);
+    host.cli_ok(&["deploy", spec.to_str().unwrap()]);
+    let out = host.cli_ok(&["delete", "churn-predictor"]);
+    assert!(
+        out.contains("deleted churn-predictor (was serving version 1)"),
+        "{out}"
+    );
+    assert_eq!(host.post("/v1/churn", "{}").status, 404);
+    assert_eq!(host.get("/v2/models/churn-predictor").status, 404);
+    assert!(host.cli_ok(&["ls"]).contains("no functions deployed"));
+    let out = host.cli(&["delete", "churn-predictor"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no function named `churn-predictor`"));
+
+    let changed = churn_spec(&dir, "again.yaml", &[("timeout: 100ms", "timeout: 120ms")]);
+    let out = host.cli_ok(&["deploy", changed.to_str().unwrap()]);
+    assert!(
+        out.starts_with("deployed churn-predictor version 2"),
+        "{out}"
+    );
+    assert_eq!(
+        host.post("/v1/churn", &churn_expectations()[0].0.to_string())
+            .status,
+        200
+    );
+}
+
+#[test]
+fn a_looping_trapping_or_greedy_module_is_stopped_and_the_host_keeps_serving() {
+    let dir = temp_dir("hostile");
+    let host = TestHost::start(&dir.join("state"));
+    host.cli_ok(&["deploy", churn_spec(&dir, SPEC, &[]).to_str().unwrap()]);
+    let hostile = built("tests/guests/hostile/target/wasm32-wasip2/release/hostile_guest.wasm");
+    let spec = churn_spec(
+        &dir,
+        "hostile.yaml",
+        &[
+            ("name: churn-predictor", "name: hostile"),
+            ("route: /v1/churn", "route: /v1/hostile"),
+            ("timeout: 100ms", "timeout: 200ms"),
+        ],
+    );
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let module_line = text
+        .lines()
+        .find(|l| l.contains("churn_preprocess.wasm"))
+        .unwrap();
+    std::fs::write(
+        &spec,
+        text.replace(module_line, &format!("    path: {}", hostile.display())),
+    )
+    .unwrap();
+    host.cli_ok(&["deploy", spec.to_str().unwrap()]);
+
+    let started = std::time::Instant::now();
+    let reply = host.post("/v1/hostile", "loop");
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (504, "function_timeout"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "stopped at its deadline"
+    );
+    assert_eq!(
+        reply.json()["error"]["details"],
+        json!({ "function": "hostile", "version": 1 })
+    );
+
+    let reply = host.post("/v1/hostile", "trap");
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (500, "function_trapped"),
+        "{}",
+        reply.body
+    );
+
+    let reply = host.post("/v1/hostile", "oom");
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    assert_eq!(
+        reply.error_code(),
+        "function_out_of_memory",
+        "{}",
+        reply.body
+    );
+
+    // The same instances keep answering, and so does the other function.
+    let reply = host.post("/v1/hostile", "fine");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let (request, expected) = &churn_expectations()[0];
+    assert!(
+        (churn_probability(&host.post("/v1/churn", &request.to_string())) - expected).abs() < 1e-5
+    );
+}
+
+#[test]
+fn aifn_up_serves_a_function_in_one_process() {
+    let dir = temp_dir("up");
+    let spec = churn_spec(&dir, SPEC, &[]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aifn"))
+        .args([
+            "up",
+            spec.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(dir.join("state"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut printed = String::new();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("aifn up printed where it listens")
+            .unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(base) = line.strip_prefix("aifn listening on ") {
+            break base.to_string();
+        }
+    };
+    assert!(
+        printed.contains("deployed churn-predictor version 1"),
+        "{printed}"
+    );
+    let (request_body, expected) = &churn_expectations()[2];
+    let reply = request(
+        &format!("{base}/v1/churn"),
+        "POST",
+        request_body.to_string().as_bytes(),
+        &[],
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!((churn_probability(&reply) - expected).abs() < 1e-5);
+}

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Rust bindings of the WIT world, generated at build time.
@@ -80,8 +80,52 @@ pub struct CallLimits {
 struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: CallLimiter,
     tag: Arc<str>,
+}
+
+/// Caps each linear memory and table, and remembers a refused memory growth so that the trap
+/// which usually follows (an allocator aborting) is reported as running out of memory.
+struct CallLimiter {
+    memory_bytes: usize,
+    memory_refused: bool,
+}
+
+/// Table entries one instance may have (function pointers of the guest's indirect calls).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.memory_bytes;
+        self.memory_refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        16
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
 }
 
 impl WasiView for CallState {
@@ -268,12 +312,10 @@ impl GuestModule {
         let state = CallState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes as usize)
-                .instances(16)
-                .tables(64)
-                .memories(16)
-                .build(),
+            limits: CallLimiter {
+                memory_bytes: usize::try_from(self.limits.memory_bytes).unwrap_or(usize::MAX),
+                memory_refused: false,
+            },
             tag: self.tag.clone(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -281,10 +323,10 @@ impl GuestModule {
         let ticks = (self.limits.timeout.as_millis() as u64 / EPOCH_TICK.as_millis() as u64).max(1);
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.classify(e, GuestError::Instantiate))?;
+        let instance = match self.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(e) => return Err(self.classify(e, &store, GuestError::Instantiate)),
+        };
         Ok(GuestCall {
             module: self,
             store,
@@ -293,20 +335,26 @@ impl GuestModule {
         })
     }
 
-    /// Sorts a wasmtime error into a deadline, memory or other trap.
-    fn classify(&self, error: wasmtime::Error, other: fn(String) -> GuestError) -> GuestError {
-        if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
-            if *trap == wasmtime::Trap::Interrupt {
-                return GuestError::Timeout(self.limits.timeout);
-            }
+    /// Sorts a wasmtime error into a deadline, memory or other trap. The client gets the trap's
+    /// reason; the log gets the guest's backtrace too.
+    fn classify(
+        &self,
+        error: wasmtime::Error,
+        store: &Store<CallState>,
+        other: fn(String) -> GuestError,
+    ) -> GuestError {
+        let trap = error.downcast_ref::<wasmtime::Trap>().copied();
+        if trap == Some(wasmtime::Trap::Interrupt) {
+            return GuestError::Timeout(self.limits.timeout);
         }
-        let text = format!("{error:#}");
-        if text.contains("memory")
-            && (text.contains("limit") || text.contains("grow") || text.contains("allocation"))
-        {
+        tracing::warn!(function = &*self.tag, "module failed: {error:?}");
+        if store.data().limits.memory_refused {
             return GuestError::OutOfMemory(self.limits.memory_bytes);
         }
-        other(text)
+        other(match trap {
+            Some(trap) => trap.to_string(),
+            None => format!("{error:#}"),
+        })
     }
 }
 
@@ -330,7 +378,7 @@ impl GuestCall<'_> {
         let result = self
             .instance
             .call_preprocess(&mut self.store, &request)
-            .map_err(|e| self.module.classify(e, GuestError::Trap))?;
+            .map_err(|e| self.module.classify(e, &self.store, GuestError::Trap))?;
         self.request = Some(request);
         let tensors = result.map_err(guest_error)?;
         convert::tensors_from_guest(tensors, self.module.limits.max_output_bytes)
@@ -345,7 +393,7 @@ impl GuestCall<'_> {
         let result = self
             .instance
             .call_postprocess(&mut self.store, &request, &outputs)
-            .map_err(|e| self.module.classify(e, GuestError::Trap))?;
+            .map_err(|e| self.module.classify(e, &self.store, GuestError::Trap))?;
         let response = result.map_err(guest_error)?;
         if let Some(r) = &response {
             if r.body.len() > self.module.limits.max_output_bytes {

@@ -35,9 +35,11 @@ pub fn parse_memory(text: &str) -> Result<Bytes, String> {
                 "`{text}` is in thousandths of a byte; memory takes Ki, Mi, Gi, Ti or k, M, G, T"
             ))
         }
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "unknown unit `{other}` in `{text}`; use Ki, Mi, Gi, Ti (powers of 1024) or k, M, G, T"
-        )),
+        ))
+        }
     };
     let bytes = number * multiplier;
     if bytes < 1.0 {

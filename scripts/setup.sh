@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs everything aifn needs on a fresh Debian machine and builds it. Safe to run again.
+#   - Debian packages: curl, wrk (benchmarks), a Python with venv and pip
+#   - Rust target wasm32-wasip2 (guest modules), on the machine's rustup toolchain
+#   - .venv: onnxruntime (the host loads its libonnxruntime.so) and the model-training packages
+#   - the bundled functions' models and WASM modules, and the aifn binary (target/release/aifn)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v cc >/dev/null || missing+=(gcc)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null; then
+  echo "error: no Rust toolchain. Install rustup (https://rustup.rs) and run this script again." >&2
+  exit 1
+fi
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  log "rustup target add wasm32-wasip2"
+  rustup target add wasm32-wasip2
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  log "python3 -m venv .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import onnxruntime, sklearn, skl2onnx, onnx' 2>/dev/null; then
+  log "pip install -r scripts/requirements.txt (into .venv)"
+  .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
+fi
+
+# Models are small and committed with the scripts that make them; remake any that are missing.
+if [ ! -f functions/churn-predictor/model/churn.onnx ]; then
+  log "training the churn model"
+  .venv/bin/python functions/churn-predictor/model/train.py
+fi
+
+log "building guest modules (wasm32-wasip2)"
+for manifest in functions/*/module/Cargo.toml tests/guests/*/Cargo.toml; do
+  [ -f "$manifest" ] || continue
+  cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$manifest"
+done
+
+log "building aifn (cargo build --release)"
+cargo build --release --quiet
+log "setup done: target/release/aifn"

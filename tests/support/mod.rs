@@ -1,0 +1,254 @@
+//! Test harness: a real `aifn` host process on an ephemeral 127.0.0.1 port, the real CLI, and an
+//! HTTP client.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A fresh directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The built guest module at `relative` (under the repo), with a hint when setup has not run.
+pub fn built(relative: &str) -> PathBuf {
+    let path = repo().join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run ./scripts/setup.sh first",
+        path.display()
+    );
+    path
+}
+
+pub struct TestHost {
+    child: Child,
+    pub base: String,
+    pub state: PathBuf,
+}
+
+impl TestHost {
+    pub fn start(state: &Path) -> TestHost {
+        Self::start_with(state, &[])
+    }
+
+    /// Starts `aifn serve` on a free port and waits until it says where it listens.
+    pub fn start_with(state: &Path, extra_args: &[&str]) -> TestHost {
+        let log = std::fs::File::create(state.with_extension("log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aifn"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state)
+            .args(["--admin-token", ADMIN_TOKEN])
+            .args(extra_args)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(base) = line.strip_prefix("aifn listening on ") {
+                    let _ = tx.send(base.to_string());
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "the host did not start; its log:\n{}",
+                    std::fs::read_to_string(state.with_extension("log")).unwrap_or_default()
+                )
+            });
+        TestHost {
+            child,
+            base,
+            state: state.to_path_buf(),
+        }
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Runs the `aifn` CLI against this host.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_aifn"))
+            .args(args)
+            .env("AIFN_HOST", &self.base)
+            .env("AIFN_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("AIFN_LOG", "off")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI and insists that it succeeds; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "aifn {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Reply {
+        request(&self.url(path), "POST", body.as_bytes(), &[])
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        request(&self.url(path), "GET", b"", &[])
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `error.code` of a JSON error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+pub fn request(url: &str, method: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let mut response = agent.run(builder.body(body.to_vec()).unwrap()).unwrap();
+    Reply {
+        status: response.status().as_u16(),
+        headers: response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect(),
+        body: response.body_mut().read_to_string().unwrap_or_default(),
+    }
+}
+
+/// Writes a copy of the churn predictor's spec into `dir`, with model and module paths made
+/// absolute and `edits` (pairs of text to replace) applied.
+pub fn churn_spec(dir: &Path, file: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let function = repo().join("functions/churn-predictor");
+    let mut text = std::fs::read_to_string(function.join("function.yaml")).unwrap();
+    text = text.replace(
+        "path: model/",
+        &format!("path: {}/model/", function.display()),
+    );
+    text = text.replace(
+        "path: module/",
+        &format!("path: {}/module/", function.display()),
+    );
+    for (from, to) in edits {
+        assert!(
+            text.contains(from),
+            "the churn spec has no `{from}` to edit"
+        );
+        text = text.replace(from, to);
+    }
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The requests and the probabilities Python's onnxruntime gave for them (made by `train.py`).
+pub fn churn_expectations() -> Vec<(Value, f64)> {
+    let text =
+        std::fs::read_to_string(repo().join("functions/churn-predictor/model/expected.json"))
+            .unwrap();
+    let expected: Value = serde_json::from_str(&text).unwrap();
+    expected["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["request"].clone(),
+                c["churn_probability"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Sends raw bytes and returns what the server answered before closing or within `wait`: for
+/// requests an ordinary client would not send, like headers that promise a body too large to send.
+pub fn raw_http(base: &str, request: &str, wait: Duration) -> String {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..n]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n")
+            && String::from_utf8_lossy(&answer).contains("}}")
+        {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
