@@ -147,7 +147,7 @@ impl log::Host for CallState {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let function = &*self.tag;
         match level {
@@ -320,9 +320,8 @@ impl GuestModule {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        let ticks = (self.limits.timeout.as_millis() as u64 / EPOCH_TICK.as_millis() as u64).max(1);
-        store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
+        self.arm_deadline(&mut store);
         let instance = match self.pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(e) => return Err(self.classify(e, &store, GuestError::Instantiate)),
@@ -333,6 +332,13 @@ impl GuestModule {
             instance,
             request: None,
         })
+    }
+
+    /// Gives the next step (instantiation, preprocess or postprocess) the module's full deadline;
+    /// the model's inference in between does not count against it.
+    fn arm_deadline(&self, store: &mut Store<CallState>) {
+        let ticks = (self.limits.timeout.as_millis() as u64 / EPOCH_TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks);
     }
 
     /// Sorts a wasmtime error into a deadline, memory or other trap. The client gets the trap's
@@ -375,6 +381,7 @@ impl GuestCall<'_> {
             headers: request.headers,
             body: request.body.to_vec(),
         };
+        self.module.arm_deadline(&mut self.store);
         let result = self
             .instance
             .call_preprocess(&mut self.store, &request)
@@ -390,6 +397,7 @@ impl GuestCall<'_> {
             GuestError::InvalidOutput("postprocess called before preprocess".into())
         })?;
         let outputs = convert::tensors_to_guest(outputs);
+        self.module.arm_deadline(&mut self.store);
         let result = self
             .instance
             .call_postprocess(&mut self.store, &request, &outputs)

@@ -32,12 +32,12 @@ pub fn parse_memory(text: &str) -> Result<Bytes, String> {
         "Pi" => 1024f64.powi(5),
         "m" => {
             return Err(format!(
-                "`{text}` is in thousandths of a byte; memory takes Ki, Mi, Gi, Ti or k, M, G, T"
+                "`{text}` is in thousandths of a byte; memory takes Ki, Mi, Gi, Ti, Pi or k, M, G, T, P"
             ))
         }
         other => {
             return Err(format!(
-            "unknown unit `{other}` in `{text}`; use Ki, Mi, Gi, Ti (powers of 1024) or k, M, G, T"
+            "unknown unit `{other}` in `{text}`; use Ki, Mi, Gi, Ti, Pi (powers of 1024) or k, M, G, T, P"
         ))
         }
     };
@@ -58,17 +58,19 @@ pub fn parse_cpu(text: &str) -> Result<MilliCpu, String> {
         "m" => number,
         other => return Err(format!("unknown unit `{other}` in `{text}`; write whole or fractional cores (`1`, `0.5`) or millicores (`500m`)")),
     };
-    if millis < 1.0 {
+    // Decimal input such as 2.01 is not exact in binary: compare with the nearest whole millicore.
+    let whole = millis.round();
+    if whole < 1.0 {
         return Err(format!(
             "`{text}` must be at least 1m (a thousandth of a core)"
         ));
     }
-    if millis.fract() != 0.0 {
+    if (millis - whole).abs() > 1e-6 {
         return Err(format!(
             "`{text}` is finer than 1m (a thousandth of a core)"
         ));
     }
-    Ok(MilliCpu(millis as u64))
+    Ok(MilliCpu(whole as u64))
 }
 
 /// Splits `1.5Gi` into (1.5, "Gi"), rejecting negatives, exponents and empty numbers.
@@ -151,7 +153,7 @@ impl fmt::Display for Bytes {
             ("Ki", 1 << 10),
         ];
         for (unit, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
@@ -161,7 +163,7 @@ impl fmt::Display for Bytes {
 
 impl fmt::Display for MilliCpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}", self.0 / 1000)
         } else {
             write!(f, "{}m", self.0)
@@ -180,7 +182,7 @@ impl fmt::Display for HumanDuration {
             ("us", 1_000),
         ];
         for (unit, size) in UNITS {
-            if nanos >= size && nanos % size == 0 {
+            if nanos >= size && nanos.is_multiple_of(size) {
                 return write!(f, "{}{unit}", nanos / size);
             }
         }
@@ -224,7 +226,10 @@ mod tests {
         assert_eq!(parse_cpu("1"), Ok(MilliCpu(1000)));
         assert_eq!(parse_cpu("500m"), Ok(MilliCpu(500)));
         assert_eq!(parse_cpu("0.25"), Ok(MilliCpu(250)));
+        assert_eq!(parse_cpu("2.01"), Ok(MilliCpu(2010)));
+        assert_eq!(parse_cpu("4.03"), Ok(MilliCpu(4030)));
         assert!(parse_cpu("0.0001").is_err());
+        assert!(parse_cpu("1.0005").is_err());
         assert!(parse_cpu("1c").is_err());
         assert_eq!(MilliCpu(1500).to_string(), "1500m");
         assert_eq!(MilliCpu(2000).to_string(), "2");

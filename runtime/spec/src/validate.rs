@@ -157,6 +157,16 @@ impl Checker {
         }
     }
 
+    /// A path to a file, relative to the spec file or absolute.
+    fn file_path(&mut self, node: &Node, path: &str) -> Option<String> {
+        let text = self.string(node, path)?;
+        if text.trim().is_empty() {
+            self.error(path, node.pos, "must name a file");
+            return None;
+        }
+        Some(text)
+    }
+
     fn uint(&mut self, node: &Node, path: &str, max: u32) -> Option<u32> {
         match &node.kind {
             NodeKind::Scalar {
@@ -251,8 +261,15 @@ impl Checker {
                     let path = format!("metadata.labels.{}", key.name);
                     if let Err(m) = check_label(&key.name) {
                         self.error(&path, key.pos, format!("label key {m}"));
-                    }
-                    if let Some(v) = self.scalar_text(value, &path, "a string") {
+                    } else if labels.contains_key(&key.name) {
+                        self.error(
+                            &path,
+                            key.pos,
+                            format!("label `{}` is given twice", key.name),
+                        );
+                    } else if value.is_null() {
+                        self.error(&path, value.pos, "expected a string, found null");
+                    } else if let Some(v) = self.scalar_text(value, &path, "a string") {
                         labels.insert(key.name.clone(), v);
                     }
                 }
@@ -317,7 +334,7 @@ impl Checker {
                 .ok()
         });
         let path = match f.get("path") {
-            Some(n) => self.string(n, "spec.model.path").map(Some),
+            Some(n) => self.file_path(n, "spec.model.path").map(Some),
             None => Some(None),
         };
         let sha256 = match f.get("sha256") {
@@ -547,7 +564,7 @@ impl Checker {
         let f = self.fields(node, "spec.module", &["path", "timeout"])?;
         let path = self
             .required(&f, "path")
-            .and_then(|n| self.string(n, "spec.module.path"));
+            .and_then(|n| self.file_path(n, "spec.module.path"));
         let timeout: Option<Option<HumanDuration>> = match f.get("timeout") {
             Some(n) => self
                 .parsed(

@@ -249,8 +249,9 @@ pub(super) async fn v2(
                             &request,
                         )?;
                         let body = read_body(request, host.config.max_body_bytes).await?;
-                        let tensors = aifn_tensor::decode_v2_request(&body)
-                            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                        let tensors = aifn_tensor::decode_v2_request(&body).map_err(|e| {
+                            ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", e.to_string())
+                        })?;
                         function.signature.check_inputs(&tensors)?;
                         invoke(&host, &function, Work::Tensors(tensors)).await
                     }
