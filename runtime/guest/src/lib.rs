@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Rust bindings of the WIT world, generated at build time.
@@ -171,12 +173,16 @@ pub struct GuestEngine {
 impl GuestEngine {
     /// `cache_dir` keeps compiled components by digest so a restart does not recompile.
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<GuestEngine> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.wasm_component_model(true);
-        let engine = Engine::new(&config)
-            .map_err(anyhow::Error::from)
-            .context("creating the wasmtime engine")?;
+        let engine = match Engine::new(&engine_config(true)) {
+            Ok(engine) => engine,
+            Err(e) => {
+                // A machine with little address space cannot reserve the pool; run without it.
+                tracing::warn!("pooling allocator unavailable ({e}); instantiating on demand");
+                Engine::new(&engine_config(false))
+                    .map_err(anyhow::Error::from)
+                    .context("creating the wasmtime engine")?
+            }
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(anyhow::Error::from)
@@ -268,6 +274,31 @@ impl GuestEngine {
         Ok(component)
     }
 }
+
+/// Instances are created per request, so their memories come from a pool of reserved slots
+/// (instantiation without mmap/munmap); per-function memory caps are enforced by [`CallLimiter`].
+fn engine_config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 4)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 4)
+            .max_memory_size(4 << 30)
+            // Reset the first pages of a reused slot in place rather than fault them in again;
+            // more than this costs more to clear than the faults it saves (see the call_overhead example).
+            .linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(1 << 16);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Live instances at once across the host: one per busy instance thread, with room to spare.
+const POOL_INSTANCES: u32 = 1000;
 
 impl Drop for GuestEngine {
     fn drop(&mut self) {
