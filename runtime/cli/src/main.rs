@@ -154,6 +154,15 @@ struct ServeArgs {
     /// Most instances a function gets, whatever its spec asks (default: number of cores).
     #[arg(long, env = "AIFN_MAX_INSTANCES")]
     max_instances: Option<usize>,
+    /// HS256 secret that verifies JWTs on `auth: jwt` endpoints.
+    #[arg(long, env = "AIFN_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// JSON Web Key Set file with the RS256 keys that verify JWTs on `auth: jwt` endpoints.
+    #[arg(long, env = "AIFN_JWT_JWKS")]
+    jwt_jwks: Option<PathBuf>,
+    /// Requests per second the host accepts for all functions together (429 above).
+    #[arg(long, env = "AIFN_MAX_REQUESTS_PER_SECOND")]
+    max_requests_per_second: Option<f64>,
 }
 
 #[derive(Args, Clone)]
@@ -370,6 +379,9 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     config.max_body_bytes = args.max_body_bytes;
     config.request_timeout = std::time::Duration::from_secs(args.request_timeout_secs);
     config.module_timeout = std::time::Duration::from_millis(args.module_timeout_ms);
+    config.jwt_secret = args.jwt_secret;
+    config.jwt_jwks = args.jwt_jwks;
+    config.max_requests_per_second = args.max_requests_per_second.filter(|r| *r > 0.0);
     if let Some(max) = args.max_instances {
         config.max_instances_per_function = max.max(1);
     }

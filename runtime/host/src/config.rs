@@ -30,6 +30,12 @@ pub struct HostConfig {
     pub max_instances_per_function: usize,
     /// Requests that may wait per instance before the host answers 503.
     pub queue_per_instance: usize,
+    /// Secret for HS256 JWTs on `auth: jwt` endpoints.
+    pub jwt_secret: Option<String>,
+    /// JSON Web Key Set with the RS256 keys for `auth: jwt` endpoints.
+    pub jwt_jwks: Option<PathBuf>,
+    /// Requests per second the host accepts for all functions together (429 above).
+    pub max_requests_per_second: Option<f64>,
     /// `libonnxruntime.so` to load; `None`: find it (see `aifn_model::locate_onnxruntime`).
     pub onnxruntime: Option<PathBuf>,
 }
@@ -51,6 +57,9 @@ impl HostConfig {
             max_instances_per_function: cores,
             queue_per_instance: 64,
             onnxruntime: None,
+            jwt_secret: None,
+            jwt_jwks: None,
+            max_requests_per_second: None,
         }
     }
 }

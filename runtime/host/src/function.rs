@@ -1,10 +1,11 @@
 //! A function version loaded and ready to serve: its spec, model signature and instances.
 
-use crate::config::HostConfig;
+use crate::host::Host;
 use crate::instance::{Identity, InstancePool};
-use crate::store::{Store, StoreError, VersionRecord};
-use aifn_guest::{CallLimits, GuestEngine, LoadError};
-use aifn_model::{ModelError, OnnxRuntime, Signature};
+use crate::policy::EndpointPolicy;
+use crate::store::{StoreError, VersionRecord};
+use aifn_guest::{CallLimits, LoadError};
+use aifn_model::{ModelError, Signature};
 use aifn_spec::FunctionSpec;
 use serde::Serialize;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ pub enum LoadFunctionError {
     Model { id: String, source: ModelError },
     #[error("module: {0}")]
     Module(#[from] LoadError),
+    #[error("endpoint {0} uses `auth: jwt`, but this host has no key to verify tokens: start it with --jwt-secret or --jwt-jwks")]
+    NoJwtKeys(String),
 }
 
 /// Where the model runs, and why, for `aifn status`.
@@ -39,19 +42,26 @@ pub struct LoadedFunction {
     pub signature: Signature,
     pub placement: Placement,
     pub pool: InstancePool,
+    /// One per endpoint, in the spec's order.
+    pub endpoints: Vec<EndpointPolicy>,
 }
 
 impl LoadedFunction {
     /// Loads the model into one session per replica and links the module; nothing is shared with
     /// the version serving now, so a failure here changes nothing that is serving.
-    pub fn load(
-        record: VersionRecord,
-        store: &Store,
-        ort: &OnnxRuntime,
-        guest: &GuestEngine,
-        config: &HostConfig,
-    ) -> Result<LoadedFunction, LoadFunctionError> {
+    pub fn load(record: VersionRecord, host: &Host) -> Result<LoadedFunction, LoadFunctionError> {
+        let (store, ort, guest, config) = (&host.store, &host.ort, &host.guest, &host.config);
         let spec = aifn_spec::parse(&record.spec_yaml)?;
+        if let Some(endpoint) = spec
+            .spec
+            .endpoints
+            .iter()
+            .find(|e| e.auth == aifn_spec::Auth::Jwt)
+        {
+            if !host.jwt.is_configured() {
+                return Err(LoadFunctionError::NoJwtKeys(endpoint.route.clone()));
+            }
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let replicas = (spec.spec.scaling.min_replicas.max(1) as usize)
             .min(config.max_instances_per_function.max(1));
@@ -116,14 +126,25 @@ impl LoadedFunction {
             name: Arc::from(record.name.as_str()),
             version: record.version,
         };
-        let queue = replicas * config.queue_per_instance;
+        // Requests held at once: `max_concurrency` (running + queued) or a queue per instance.
+        let queue = match spec.spec.scaling.max_concurrency {
+            Some(max) => (max as usize).saturating_sub(replicas),
+            None => replicas * config.queue_per_instance,
+        };
         let pool = InstancePool::start(identity, sessions, module, queue);
+        let endpoints = spec
+            .spec
+            .endpoints
+            .iter()
+            .map(|e| EndpointPolicy::new(&record.name, e, &host.limiters, &host.metrics))
+            .collect();
         Ok(LoadedFunction {
             record,
             spec,
             signature,
             placement,
             pool,
+            endpoints,
         })
     }
 
@@ -135,12 +156,20 @@ impl LoadedFunction {
         self.record.version
     }
 
-    /// Whether any endpoint needs an API key; the v2 routes then need one too.
-    pub fn requires_key(&self) -> bool {
-        self.spec
-            .spec
-            .endpoints
+    /// The policy of the endpoint serving `method` on `route`.
+    pub fn endpoint(&self, method: &str, route: &str) -> Option<&EndpointPolicy> {
+        self.endpoints
             .iter()
-            .any(|e| e.auth != aifn_spec::Auth::None)
+            .find(|e| e.route == route && e.method.as_str() == method)
+    }
+
+    /// The policy the v2 inference route applies, so that it never opens what an endpoint guards:
+    /// the first endpoint with auth, else the first with a rate limit, else the first.
+    pub fn v2_policy(&self) -> &EndpointPolicy {
+        self.endpoints
+            .iter()
+            .find(|e| e.auth != aifn_spec::Auth::None)
+            .or_else(|| self.endpoints.iter().find(|e| e.rate_limit.is_some()))
+            .unwrap_or(&self.endpoints[0])
     }
 }

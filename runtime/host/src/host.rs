@@ -4,6 +4,8 @@ use crate::config::HostConfig;
 use crate::function::{LoadFunctionError, LoadedFunction};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
+use crate::policy::access::JwtVerifier;
+use crate::policy::rate_limit::{HostLimiter, RateLimiters};
 use crate::store::{now_unix, Artifact, Digest, ModelEntry, Store, StoreError, VersionRecord};
 use aifn_guest::GuestEngine;
 use aifn_model::OnnxRuntime;
@@ -89,10 +91,13 @@ pub struct Host {
     pub config: HostConfig,
     pub store: Store,
     pub keys: KeyStore,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    pub(crate) limiters: RateLimiters,
+    pub(crate) host_limit: Option<HostLimiter>,
+    pub(crate) jwt: JwtVerifier,
     admin_token: String,
-    ort: OnnxRuntime,
-    guest: GuestEngine,
+    pub(crate) ort: OnnxRuntime,
+    pub(crate) guest: GuestEngine,
     /// The version serving each function.
     functions: DashMap<String, Arc<LoadedFunction>>,
     /// Route → the functions serving it, by method.
@@ -126,6 +131,8 @@ impl Host {
         })?;
         let keys = KeyStore::open(config.state_dir.join("keys.json"))?;
         let guest = GuestEngine::new(Some(store.compiled_dir()))?;
+        let jwt = JwtVerifier::new(config.jwt_secret.as_deref(), config.jwt_jwks.as_deref())?;
+        let host_limit = config.max_requests_per_second.map(HostLimiter::new);
         let admin_token = match &config.admin_token {
             Some(token) => token.clone(),
             None => admin_token_from(&store)?,
@@ -134,7 +141,10 @@ impl Host {
             config,
             store,
             keys,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
+            limiters: RateLimiters::default(),
+            host_limit,
+            jwt,
             admin_token,
             ort,
             guest,
@@ -163,10 +173,8 @@ impl Host {
         for record in records {
             let name = record.name.clone();
             let host = self.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
-                LoadedFunction::load(record, &host.store, &host.ort, &host.guest, &host.config)
-            })
-            .await?;
+            let loaded =
+                tokio::task::spawn_blocking(move || LoadedFunction::load(record, &host)).await?;
             match loaded {
                 Ok(function) => {
                     tracing::info!(function = %name, version = function.version(), "restored");
@@ -179,7 +187,23 @@ impl Host {
             }
         }
         self.ready.store(true, Ordering::Release);
+        self.start_housekeeping();
         Ok(())
+    }
+
+    /// Periodic upkeep while the host lives: forget rate-limit state of callers gone idle.
+    fn start_housekeeping(self: &Arc<Self>) {
+        let host = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                match host.upgrade() {
+                    Some(host) => host.limiters.forget_idle_callers(),
+                    None => return,
+                }
+            }
+        });
     }
 
     pub fn route(&self, method: &str, path: &str) -> RouteMatch {
@@ -321,11 +345,9 @@ impl Host {
         // Load everything before touching what is serving: a failure here changes nothing.
         let host = self.clone();
         let to_load = record.clone();
-        let function = tokio::task::spawn_blocking(move || {
-            LoadedFunction::load(to_load, &host.store, &host.ort, &host.guest, &host.config)
-        })
-        .await
-        .map_err(|e| DeployError::Module(format!("loading panicked: {e}")))??;
+        let function = tokio::task::spawn_blocking(move || LoadedFunction::load(to_load, &host))
+            .await
+            .map_err(|e| DeployError::Module(format!("loading panicked: {e}")))??;
 
         self.store.save_version(&record)?;
         if let Some(artifact) = uploaded_model {

@@ -112,12 +112,13 @@ impl KeyStore {
         Ok(true)
     }
 
+    /// The id of the key presented, if it opens `route` of `function`.
     pub fn check(
         &self,
         presented: Option<&str>,
         function: &str,
         route: &str,
-    ) -> Result<(), KeyRejection> {
+    ) -> Result<String, KeyRejection> {
         let presented = presented.ok_or(KeyRejection::Unauthenticated)?;
         let presented_hash = hash(presented);
         let keys = self.keys.read().expect("key lock");
@@ -132,6 +133,6 @@ impl KeyStore {
         if key.function != function || !endpoint_ok {
             return Err(KeyRejection::Forbidden);
         }
-        Ok(())
+        Ok(key.id.clone())
     }
 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod instance;
 pub mod keys;
 pub mod metrics;
+pub mod policy;
 pub mod store;
 
 pub use config::HostConfig;

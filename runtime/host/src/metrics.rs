@@ -26,6 +26,21 @@ pub struct FunctionLabels {
     pub function: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub function: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub function: String,
+    pub route: String,
+    /// Why: for auth failures `missing`, `invalid`, `forbidden` or `address`; for rate limits
+    /// `caller` or `host`; for cache lookups `hit`, `miss` or `bypass`.
+    pub outcome: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -43,6 +58,10 @@ pub struct Metrics {
     pub active_version: Family<FunctionLabels, Gauge>,
     pub deploys: Counter,
     pub failed_deploys: Counter,
+    pub auth_failures: Family<PolicyLabels, Counter>,
+    pub rate_limited: Family<PolicyLabels, Counter>,
+    pub cache_lookups: Family<PolicyLabels, Counter>,
+    pub cache_evictions: Family<CacheLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -98,7 +117,35 @@ impl Default for Metrics {
             "Deploys refused or failed (nothing changed)",
             failed_deploys.clone(),
         );
+        let auth_failures = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused by an endpoint's access rules, by reason",
+            auth_failures.clone(),
+        );
+        let rate_limited = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a rate limit (the caller's or the host's)",
+            rate_limited.clone(),
+        );
+        let cache_lookups = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Response cache lookups: hit, miss (the function ran) or bypass (Cache-Control: no-cache)",
+            cache_lookups.clone(),
+        );
+        let cache_evictions = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_evictions",
+            "Cached responses dropped for space or age",
+            cache_evictions.clone(),
+        );
         Metrics {
+            auth_failures,
+            rate_limited,
+            cache_lookups,
+            cache_evictions,
             registry,
             requests,
             request_seconds,
@@ -118,6 +165,21 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+
+    pub fn count_policy(
+        family: &Family<PolicyLabels, Counter>,
+        function: &str,
+        route: &str,
+        outcome: &'static str,
+    ) {
+        family
+            .get_or_create(&PolicyLabels {
+                function: function.to_string(),
+                route: route.to_string(),
+                outcome,
+            })
+            .inc();
     }
 
     pub fn observe_stage(&self, function: &str, stage: &'static str, duration: Duration) {

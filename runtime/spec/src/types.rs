@@ -59,6 +59,8 @@ pub struct Scaling {
     pub min_replicas: u32,
     pub max_replicas: u32,
     pub target_latency: Option<HumanDuration>,
+    /// Requests the function holds at once, running or queued; past it the host answers 503.
+    pub max_concurrency: Option<u32>,
 }
 
 impl Default for Scaling {
@@ -67,6 +69,7 @@ impl Default for Scaling {
             min_replicas: 1,
             max_replicas: 1,
             target_latency: None,
+            max_concurrency: None,
         }
     }
 }
@@ -76,6 +79,43 @@ pub struct Endpoint {
     pub route: String,
     pub method: Method,
     pub auth: Auth,
+    /// How bearer tokens are checked when `auth` is `jwt`.
+    pub jwt: Option<JwtRule>,
+    /// Client networks allowed to call the endpoint; empty: any.
+    pub allow_ips: Vec<ipnet::IpNet>,
+    /// Requests each caller (API key, token subject, or client IP) may make.
+    pub rate_limit: Option<RateLimit>,
+    /// Response caching; absent: every request runs the function.
+    pub cache: Option<CachePolicy>,
+    /// Deadline of a request to this endpoint (504 after); absent: the host's.
+    pub timeout: Option<HumanDuration>,
+    /// Largest request body (413 above); absent: the host's.
+    pub max_body: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JwtRule {
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required `aud` claim.
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateLimit {
+    /// Sustained rate, per caller.
+    pub requests_per_second: f64,
+    /// Requests a caller may make at once after being idle.
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CachePolicy {
+    pub ttl: HumanDuration,
+    pub max_entries: u64,
+    pub max_bytes: Bytes,
+    /// Keep each caller's responses apart (for responses that depend on who asks).
+    pub per_caller: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -133,6 +173,8 @@ pub enum Auth {
     None,
     /// Callers present an API key issued by the host (`Authorization: Bearer` or `X-API-Key`).
     ApiKey,
+    /// Callers present a JWT (`Authorization: Bearer`) signed by a key the host is configured with.
+    Jwt,
 }
 
 /// A `model.runtime` string, such as `python:3.11-pytorch` or `onnx`.

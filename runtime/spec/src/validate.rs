@@ -408,7 +408,12 @@ impl Checker {
         let f = self.fields(
             node,
             "spec.scaling",
-            &["min_replicas", "max_replicas", "target_latency"],
+            &[
+                "min_replicas",
+                "max_replicas",
+                "target_latency",
+                "max_concurrency",
+            ],
         )?;
         let min = match f.get("min_replicas") {
             Some(n) => self.uint(n, "spec.scaling.min_replicas", MAX_REPLICAS),
@@ -444,10 +449,19 @@ impl Checker {
                 );
             }
         }
+        let max_concurrency = self.optional(&f, "max_concurrency", |c, n, p| {
+            let value = c.uint(n, p, 1_000_000)?;
+            if value == 0 {
+                c.error(p, n.pos, "must be at least 1");
+                return None;
+            }
+            Some(value)
+        });
         Some(Scaling {
             min_replicas: min?,
             max_replicas: max?,
             target_latency: target_latency?,
+            max_concurrency: max_concurrency?,
         })
     }
 
@@ -492,7 +506,21 @@ impl Checker {
     }
 
     fn endpoint(&mut self, node: &Node, path: &str) -> Option<Endpoint> {
-        let f = self.fields(node, path, &["route", "method", "auth"])?;
+        let f = self.fields(
+            node,
+            path,
+            &[
+                "route",
+                "method",
+                "auth",
+                "jwt",
+                "allow_ips",
+                "rate_limit",
+                "cache",
+                "timeout",
+                "max_body",
+            ],
+        )?;
         let route = self.required(&f, "route").and_then(|n| {
             let p = f.child("route");
             let route = self.string(n, &p)?;
@@ -533,19 +561,12 @@ impl Checker {
                 self.string(n, &p).and_then(|text| match text.as_str() {
                     "none" => Some(Auth::None),
                     "api_key" => Some(Auth::ApiKey),
-                    "jwt" => {
-                        self.error(
-                            &p,
-                            n.pos,
-                            "`jwt` is not supported by this host yet; use `none` or `api_key`",
-                        );
-                        None
-                    }
+                    "jwt" => Some(Auth::Jwt),
                     other => {
                         self.error(
                             &p,
                             n.pos,
-                            format!("unknown auth `{other}`; expected one of: none, api_key"),
+                            format!("unknown auth `{other}`; expected one of: none, api_key, jwt"),
                         );
                         None
                     }
@@ -553,11 +574,201 @@ impl Checker {
             }
             None => Some(Auth::None),
         };
+        let jwt = self.optional(&f, "jwt", Self::jwt_rule);
+        match (auth, &jwt) {
+            (Some(Auth::Jwt), Some(None)) => {
+                self.error(
+                    &f.child("jwt"),
+                    f.pos,
+                    "`auth: jwt` needs a `jwt: {issuer, audience}` block",
+                );
+            }
+            (Some(Auth::None | Auth::ApiKey), Some(Some(_))) => {
+                let at = f.get("jwt").map_or(f.pos, |n| n.pos);
+                self.error(
+                    &f.child("jwt"),
+                    at,
+                    "`jwt` only applies to an endpoint with `auth: jwt`",
+                );
+            }
+            _ => {}
+        }
+        let allow_ips = match f.get("allow_ips") {
+            Some(n) => self.networks(n, &f.child("allow_ips")),
+            None => Some(Vec::new()),
+        };
+        let rate_limit = self.optional(&f, "rate_limit", Self::rate_limit);
+        let cache = self.optional(&f, "cache", Self::cache_policy);
+        let timeout = self.optional(&f, "timeout", |c, n, p| {
+            c.parsed(n, p, "a duration like `5s`", parse_duration)
+        });
+        let max_body = self.optional(&f, "max_body", |c, n, p| {
+            c.parsed(n, p, "a size like `1Mi`", parse_memory)
+        });
         Some(Endpoint {
             route: route?,
             method: method?,
             auth: auth?,
+            jwt: jwt?,
+            allow_ips: allow_ips?,
+            rate_limit: rate_limit?,
+            cache: cache?,
+            timeout: timeout?,
+            max_body: max_body?,
         })
+    }
+
+    /// Reads an optional field: `Some(None)` when absent, `None` when present but invalid.
+    fn optional<'a, T>(
+        &mut self,
+        f: &Fields<'a>,
+        name: &str,
+        read: impl FnOnce(&mut Self, &'a Node, &str) -> Option<T>,
+    ) -> Option<Option<T>> {
+        match f.get(name) {
+            Some(node) => read(self, node, &f.child(name)).map(Some),
+            None => Some(None),
+        }
+    }
+
+    fn jwt_rule(&mut self, node: &Node, path: &str) -> Option<JwtRule> {
+        let f = self.fields(node, path, &["issuer", "audience"])?;
+        let issuer = self
+            .required(&f, "issuer")
+            .and_then(|n| self.string(n, &f.child("issuer")));
+        let audience = self
+            .required(&f, "audience")
+            .and_then(|n| self.string(n, &f.child("audience")));
+        Some(JwtRule {
+            issuer: issuer?,
+            audience: audience?,
+        })
+    }
+
+    fn networks(&mut self, node: &Node, path: &str) -> Option<Vec<ipnet::IpNet>> {
+        let NodeKind::Seq(items) = &node.kind else {
+            self.error(
+                path,
+                node.pos,
+                format!("expected a list of networks, found {}", node.describe()),
+            );
+            return None;
+        };
+        let mut networks = Vec::new();
+        let mut valid = true;
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let Some(text) = self.string(item, &p) else {
+                valid = false;
+                continue;
+            };
+            // A bare address means that one address.
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => networks.push(net.trunc()),
+                Err(_) => {
+                    valid = false;
+                    self.error(
+                        &p,
+                        item.pos,
+                        format!(
+                            "`{text}` is not an IP address or CIDR network (like `10.0.0.0/8`)"
+                        ),
+                    );
+                }
+            }
+        }
+        valid.then_some(networks)
+    }
+
+    fn rate_limit(&mut self, node: &Node, path: &str) -> Option<RateLimit> {
+        let f = self.fields(node, path, &["requests_per_second", "burst"])?;
+        let rps = self.required(&f, "requests_per_second").and_then(|n| {
+            let p = f.child("requests_per_second");
+            self.parsed(n, &p, "a number of requests per second", |t| {
+                match t.parse::<f64>() {
+                    Ok(v) if v > 0.0 && v <= 1e6 => Ok(v),
+                    _ => Err(format!(
+                        "`{t}` must be a number above 0 and at most 1000000"
+                    )),
+                }
+            })
+        });
+        let burst = match f.get("burst") {
+            Some(n) => self.uint(n, &f.child("burst"), 1_000_000).and_then(|b| {
+                if b == 0 {
+                    self.error(&f.child("burst"), n.pos, "must be at least 1");
+                    None
+                } else {
+                    Some(b)
+                }
+            }),
+            // By default a caller may spend one second's worth at once.
+            None => rps.map(|r| (r.ceil() as u32).max(1)),
+        };
+        Some(RateLimit {
+            requests_per_second: rps?,
+            burst: burst?,
+        })
+    }
+
+    fn cache_policy(&mut self, node: &Node, path: &str) -> Option<CachePolicy> {
+        let f = self.fields(
+            node,
+            path,
+            &["ttl", "max_entries", "max_bytes", "per_caller"],
+        )?;
+        let ttl = self
+            .required(&f, "ttl")
+            .and_then(|n| self.parsed(n, &f.child("ttl"), "a duration like `60s`", parse_duration));
+        let max_entries = match f.get("max_entries") {
+            Some(n) => self
+                .uint(n, &f.child("max_entries"), 10_000_000)
+                .and_then(|v| {
+                    if v == 0 {
+                        self.error(&f.child("max_entries"), n.pos, "must be at least 1");
+                        None
+                    } else {
+                        Some(u64::from(v))
+                    }
+                }),
+            None => Some(10_000),
+        };
+        let max_bytes = match f.get("max_bytes") {
+            Some(n) => self.parsed(n, &f.child("max_bytes"), "a size like `64Mi`", parse_memory),
+            None => Some(Bytes(64 << 20)),
+        };
+        let per_caller = match f.get("per_caller") {
+            Some(n) => self.boolean(n, &f.child("per_caller")),
+            None => Some(false),
+        };
+        Some(CachePolicy {
+            ttl: ttl?,
+            max_entries: max_entries?,
+            max_bytes: max_bytes?,
+            per_caller: per_caller?,
+        })
+    }
+
+    fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
+        match &node.kind {
+            NodeKind::Scalar {
+                text,
+                quoted: false,
+            } if plain_scalar_type(text) == PlainType::Bool => {
+                Some(text.eq_ignore_ascii_case("true"))
+            }
+            _ => {
+                self.error(
+                    path,
+                    node.pos,
+                    format!("expected true or false, found {}", node.describe()),
+                );
+                None
+            }
+        }
     }
 
     fn module(&mut self, node: &Node) -> Option<ModuleSpec> {

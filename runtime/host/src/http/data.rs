@@ -5,17 +5,22 @@
 
 use super::error::{json_response, ApiError, HttpResponse};
 use super::read_body;
+use super::{rate_headers, PeerAddr};
 use crate::function::LoadedFunction;
 use crate::host::{Host, RouteMatch};
 use crate::instance::{Reply, Work};
-use crate::keys::KeyRejection;
-use crate::metrics::{FunctionLabels, RequestLabels};
-use aifn_spec::Auth;
+use crate::metrics::{FunctionLabels, Metrics, RequestLabels};
+use crate::policy::access;
+use crate::policy::cache::{CachedReply, Lookup};
+use crate::policy::rate_limit::{Allowed, Limited};
+use crate::policy::{Caller, EndpointPolicy};
+use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,16 +51,18 @@ pub(super) async fn endpoint(
             return Err(ApiError::not_found(format!("no function serves {path}")))
         }
     };
-    let auth = function
-        .spec
-        .spec
-        .endpoints
-        .iter()
-        .find(|e| e.route == path && e.method.as_str() == request.method().as_str())
-        .map_or(Auth::None, |e| e.auth);
+    let Some(policy) = function.endpoint(request.method().as_str(), &path) else {
+        return Err(ApiError::not_found(format!("no function serves {path}")));
+    };
     let started = Instant::now();
-    let result = async {
-        authenticate(&host, &function, auth, &path, &request)?;
+    let deadline = policy.timeout.unwrap_or(host.config.request_timeout);
+    let served = tokio::time::timeout(deadline, async {
+        let admitted = admit(&host, &function, policy, &path, &request)?;
+        let no_cache = request
+            .headers()
+            .get(CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("no-cache") || v.contains("no-store"));
         let method = request.method().to_string();
         let headers = request
             .headers()
@@ -65,48 +72,165 @@ pub(super) async fn endpoint(
                 Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
             })
             .collect();
-        let body = read_body(request, host.config.max_body_bytes).await?;
-        let work = Work::Endpoint {
+        let limit = policy.max_body.unwrap_or(host.config.max_body_bytes);
+        let body = read_body(request, limit)
+            .await
+            .map_err(|e| e.with_rate(admitted.rate))?;
+        let work = |body: Bytes| Work::Endpoint {
             route: path.clone(),
-            method,
+            method: method.clone(),
             headers,
             body,
         };
-        invoke(&host, &function, work).await
-    }
-    .await;
-    Ok(finish(&host, &function, &path, started, result))
+        let mut served = match &policy.cache {
+            Some(cache) if !no_cache => {
+                let key = cache.key(function.record.digest.hex(), &path, &admitted.caller, &body);
+                let run = async {
+                    let reply = invoke(&host, &function, work(body))
+                        .await
+                        .map_err(NotStored::Error)?;
+                    if (200..300).contains(&reply.status) {
+                        Ok(CachedReply {
+                            status: reply.status,
+                            content_type: reply.content_type,
+                            body: reply.body,
+                        })
+                    } else {
+                        Err(NotStored::Answer(CachedReply {
+                            status: reply.status,
+                            content_type: reply.content_type,
+                            body: reply.body,
+                        }))
+                    }
+                };
+                let (reply, lookup) = match cache.get_or_run(key, run).await {
+                    Ok(found) => found,
+                    // Shared with every request that waited on the same run.
+                    Err(shared) => match &*shared {
+                        NotStored::Error(error) => {
+                            return Err(error.clone().with_rate(admitted.rate))
+                        }
+                        NotStored::Answer(reply) => (Arc::new(reply.clone()), Lookup::Miss),
+                    },
+                };
+                let outcome = match lookup {
+                    Lookup::Hit => "hit",
+                    Lookup::Miss => "miss",
+                };
+                Metrics::count_policy(&host.metrics.cache_lookups, function.name(), &path, outcome);
+                Served::from_cache(&reply, outcome)
+            }
+            cache => {
+                if cache.is_some() {
+                    Metrics::count_policy(
+                        &host.metrics.cache_lookups,
+                        function.name(),
+                        &path,
+                        "bypass",
+                    );
+                }
+                let reply = invoke(&host, &function, work(body)).await?;
+                Served {
+                    status: reply.status,
+                    content_type: reply.content_type,
+                    body: reply.body,
+                    cache: cache.as_ref().map(|_| "bypass"),
+                    rate: None,
+                }
+            }
+        };
+        served.rate = admitted.rate;
+        Ok::<_, ApiError>(served)
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "request_timeout",
+            format!("the request took longer than the endpoint's limit of {deadline:?}"),
+        ))
+    });
+    Ok(finish(&host, &function, &path, started, served))
 }
 
-/// Checks the caller's API key where the endpoint asks for one.
-fn authenticate(
+/// Why an answer was not stored in the cache: an error, or the function's own non-success answer
+/// (which is still the response).
+enum NotStored {
+    Error(ApiError),
+    Answer(CachedReply),
+}
+
+/// What passing the endpoint's access rules and rate limits gave.
+struct Admitted {
+    caller: Caller,
+    rate: Option<Allowed>,
+}
+
+/// Access rules, then the host's rate limit, then the endpoint's, each counted when it refuses.
+fn admit(
     host: &Host,
     function: &LoadedFunction,
-    auth: Auth,
+    policy: &EndpointPolicy,
     route: &str,
     request: &Request<Incoming>,
-) -> Result<(), ApiError> {
-    if auth == Auth::None {
-        return Ok(());
+) -> Result<Admitted, ApiError> {
+    let peer = request
+        .extensions()
+        .get::<PeerAddr>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
+    let caller = access::check(
+        policy,
+        function.name(),
+        peer,
+        request.headers(),
+        &host.keys,
+        &host.jwt,
+    )
+    .map_err(|denied| {
+        Metrics::count_policy(
+            &host.metrics.auth_failures,
+            function.name(),
+            route,
+            denied.reason(),
+        );
+        ApiError::from(denied)
+    })?;
+    let refuse = |scope: &'static str, limited: Limited| {
+        Metrics::count_policy(&host.metrics.rate_limited, function.name(), route, scope);
+        ApiError::rate_limited(scope, limited)
+    };
+    if let Some(limit) = &host.host_limit {
+        limit.check().map_err(|l| refuse("host", l))?;
     }
-    let headers = request.headers();
-    let presented = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-    match host.keys.check(presented, function.name(), route) {
-        Ok(()) => Ok(()),
-        Err(KeyRejection::Unauthenticated) => Err(ApiError::unauthorized(if presented.is_none() {
-            "this endpoint needs an API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
-        } else {
-            "the API key is not valid (unknown, revoked or expired)"
-        })),
-        Err(KeyRejection::Forbidden) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("the API key is not valid for {route}"),
-        )),
+    let rate = match &policy.rate_limit {
+        Some(limiter) => Some(
+            limiter
+                .check(&caller.key())
+                .map_err(|l| refuse("caller", l))?,
+        ),
+        None => None,
+    };
+    Ok(Admitted { caller, rate })
+}
+
+/// An answer on its way out, with what the policies add to its headers.
+struct Served {
+    status: u16,
+    content_type: String,
+    body: Bytes,
+    cache: Option<&'static str>,
+    rate: Option<Allowed>,
+}
+
+impl Served {
+    fn from_cache(reply: &CachedReply, outcome: &'static str) -> Served {
+        Served {
+            status: reply.status,
+            content_type: reply.content_type.clone(),
+            body: reply.body.clone(),
+            cache: Some(outcome),
+            rate: None,
+        }
     }
 }
 
@@ -147,20 +271,28 @@ async fn invoke(host: &Host, function: &LoadedFunction, work: Work) -> Result<Re
     Ok(reply)
 }
 
-/// Turns a reply or an error into the response, tagged with the version that answered, and counts it.
+/// Turns an answer or an error into the response, tagged with the version that answered and the
+/// policies' headers, and counts it.
 fn finish(
     host: &Host,
     function: &LoadedFunction,
     route: &str,
     started: Instant,
-    result: Result<Reply, ApiError>,
+    result: Result<Served, ApiError>,
 ) -> HttpResponse {
     let mut response = match result {
-        Ok(reply) => {
-            let mut response = Response::new(Full::new(reply.body));
-            *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
-            if let Ok(value) = HeaderValue::from_str(&reply.content_type) {
-                response.headers_mut().insert(CONTENT_TYPE, value);
+        Ok(served) => {
+            let mut response = Response::new(Full::new(served.body));
+            *response.status_mut() = StatusCode::from_u16(served.status).unwrap_or(StatusCode::OK);
+            let headers = response.headers_mut();
+            if let Ok(value) = HeaderValue::from_str(&served.content_type) {
+                headers.insert(CONTENT_TYPE, value);
+            }
+            if let Some(outcome) = served.cache {
+                headers.insert("x-cache", HeaderValue::from_static(outcome));
+            }
+            if let Some(rate) = served.rate {
+                rate_headers(headers, rate.limit, rate.remaining, rate.reset);
             }
             response
         }
@@ -237,23 +369,21 @@ pub(super) async fn v2(
                     let route = format!("/v2/models/{name}/infer");
                     let started = Instant::now();
                     let result = async {
-                        authenticate(
-                            &host,
-                            &function,
-                            if function.requires_key() {
-                                Auth::ApiKey
-                            } else {
-                                Auth::None
-                            },
-                            &route,
-                            &request,
-                        )?;
+                        let admitted =
+                            admit(&host, &function, function.v2_policy(), &route, &request)?;
                         let body = read_body(request, host.config.max_body_bytes).await?;
                         let tensors = aifn_tensor::decode_v2_request(&body).map_err(|e| {
                             ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", e.to_string())
                         })?;
                         function.signature.check_inputs(&tensors)?;
-                        invoke(&host, &function, Work::Tensors(tensors)).await
+                        let reply = invoke(&host, &function, Work::Tensors(tensors)).await?;
+                        Ok(Served {
+                            status: reply.status,
+                            content_type: reply.content_type,
+                            body: reply.body,
+                            cache: None,
+                            rate: admitted.rate,
+                        })
                     }
                     .await;
                     Ok(finish(&host, &function, &route, started, result))

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 pub type HttpResponse = Response<Full<Bytes>>;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     /// A stable, machine-readable reason.
@@ -55,6 +55,50 @@ impl ApiError {
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
             .with_header(hyper::header::WWW_AUTHENTICATE, "Bearer")
+    }
+
+    pub fn rate_limited(
+        scope: &'static str,
+        limited: crate::policy::rate_limit::Limited,
+    ) -> ApiError {
+        let wait = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        let who = if scope == "host" {
+            "the host's"
+        } else {
+            "this caller's"
+        };
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("over {who} rate limit; retry in {wait} s"),
+        )
+        .with_header(hyper::header::RETRY_AFTER, wait.to_string())
+        .with_header(
+            HeaderName::from_static("ratelimit-limit"),
+            limited.limit.to_string(),
+        )
+        .with_header(HeaderName::from_static("ratelimit-remaining"), "0")
+        .with_header(HeaderName::from_static("ratelimit-reset"), wait.to_string())
+    }
+
+    /// Adds the caller's rate-limit headers to an error that happened after admission.
+    pub fn with_rate(mut self, rate: Option<crate::policy::rate_limit::Allowed>) -> ApiError {
+        if let Some(rate) = rate {
+            let reset = rate.reset.as_secs_f64().ceil() as u64;
+            self.headers.push((
+                HeaderName::from_static("ratelimit-limit"),
+                rate.limit.to_string(),
+            ));
+            self.headers.push((
+                HeaderName::from_static("ratelimit-remaining"),
+                rate.remaining.to_string(),
+            ));
+            self.headers.push((
+                HeaderName::from_static("ratelimit-reset"),
+                reset.to_string(),
+            ));
+        }
+        self
     }
 
     pub fn into_response(self) -> HttpResponse {
@@ -110,6 +154,20 @@ impl From<InvokeError> for ApiError {
                 ApiError::new(S::INTERNAL_SERVER_ERROR, "inference_failed", message)
             }
             InvokeError::Panic(_) => ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", message),
+        }
+    }
+}
+
+impl From<crate::policy::access::AccessDenied> for ApiError {
+    fn from(denied: crate::policy::access::AccessDenied) -> ApiError {
+        use crate::policy::access::AccessDenied as D;
+        let message = denied.to_string();
+        match denied {
+            D::AddressNotAllowed(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "address_not_allowed", message)
+            }
+            D::MissingCredentials(_) | D::InvalidCredentials(_) => ApiError::unauthorized(message),
+            D::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
         }
     }
 }

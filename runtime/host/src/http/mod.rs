@@ -32,7 +32,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(connection) => connection,
                 Err(e) => {
@@ -48,7 +48,8 @@ pub async fn serve(
         let host = host.clone();
         let header_timeout = host.config.header_read_timeout;
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
+            let service = service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(PeerAddr(peer));
                 let host = host.clone();
                 async move { Ok::<_, Infallible>(handle(host, request).await) }
             });
@@ -61,6 +62,33 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// The client's address, attached to each request for access rules and per-address limits.
+/// (The host does not trust `X-Forwarded-For`: put it behind nothing, or extend this.)
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// The `RateLimit-*` headers (IETF draft `ratelimit-headers`): the budget, what is left of it, and
+/// seconds until it is whole.
+pub(crate) fn rate_headers(
+    headers: &mut hyper::HeaderMap,
+    limit: u32,
+    remaining: u32,
+    reset: std::time::Duration,
+) {
+    headers.insert("ratelimit-limit", limit.into());
+    headers.insert("ratelimit-remaining", remaining.into());
+    headers.insert(
+        "ratelimit-reset",
+        reset
+            .as_secs_f64()
+            .ceil()
+            .max(0.0)
+            .to_string()
+            .parse()
+            .expect("a number is a header value"),
+    );
 }
 
 /// Routes one request, within the host's request deadline.
