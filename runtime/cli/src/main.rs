@@ -296,9 +296,13 @@ fn parse_lifetime(text: &str) -> anyhow::Result<u64> {
             .with_context(|| format!("--expires: `{text}` is not a number of days"))?;
         return Ok(days * 86_400);
     }
-    aifn_spec::quantity::parse_duration(text)
+    let seconds = aifn_spec::quantity::parse_duration(text)
         .map(|d| d.0.as_secs())
-        .map_err(|m| anyhow::anyhow!("--expires: {m}"))
+        .map_err(|m| anyhow::anyhow!("--expires: {m}"))?;
+    if seconds == 0 {
+        anyhow::bail!("--expires: `{text}` is under a second");
+    }
+    Ok(seconds)
 }
 
 fn default_state_dir() -> PathBuf {

@@ -44,6 +44,8 @@ pub struct LoadedFunction {
     pub pool: InstancePool,
     /// One per endpoint, in the spec's order.
     pub endpoints: Vec<EndpointPolicy>,
+    /// The `X-Aifn-Function` header every answer carries.
+    pub name_header: hyper::header::HeaderValue,
 }
 
 impl LoadedFunction {
@@ -63,8 +65,15 @@ impl LoadedFunction {
             }
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Never more instances than requests the function may hold at once.
         let replicas = (spec.spec.scaling.min_replicas.max(1) as usize)
-            .min(config.max_instances_per_function.max(1));
+            .min(config.max_instances_per_function.max(1))
+            .min(
+                spec.spec
+                    .scaling
+                    .max_concurrency
+                    .map_or(usize::MAX, |m| m as usize),
+            );
         let threads = spec
             .spec
             .resources
@@ -138,6 +147,8 @@ impl LoadedFunction {
             .iter()
             .map(|e| EndpointPolicy::new(&record.name, e, &host.limiters, &host.metrics))
             .collect();
+        let name_header = hyper::header::HeaderValue::from_str(&record.name)
+            .expect("function names are header-safe");
         Ok(LoadedFunction {
             record,
             spec,
@@ -145,6 +156,7 @@ impl LoadedFunction {
             placement,
             pool,
             endpoints,
+            name_header,
         })
     }
 
@@ -161,15 +173,5 @@ impl LoadedFunction {
         self.endpoints
             .iter()
             .find(|e| e.route == route && e.method.as_str() == method)
-    }
-
-    /// The policy the v2 inference route applies, so that it never opens what an endpoint guards:
-    /// the first endpoint with auth, else the first with a rate limit, else the first.
-    pub fn v2_policy(&self) -> &EndpointPolicy {
-        self.endpoints
-            .iter()
-            .find(|e| e.auth != aifn_spec::Auth::None)
-            .or_else(|| self.endpoints.iter().find(|e| e.rate_limit.is_some()))
-            .unwrap_or(&self.endpoints[0])
     }
 }

@@ -1,11 +1,14 @@
 //! API keys for `auth: api_key` endpoints.
 //!
-//! A key is shown once, when it is created; the host keeps only its sha256, and compares hashes in
-//! constant time. A key belongs to one function, and optionally to one endpoint of it.
+//! A key is shown once, when it is created; the host keeps only its sha256. A presented key is
+//! found by the hash of what was presented (so lookup time says nothing about any stored secret) and
+//! confirmed with a constant-time comparison. A key belongs to one function, and optionally to one
+//! endpoint of it.
 
 use crate::store::{now_unix, write_atomically, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::RwLock;
 use subtle::ConstantTimeEq;
@@ -32,7 +35,25 @@ pub enum KeyRejection {
 
 pub struct KeyStore {
     path: PathBuf,
-    keys: RwLock<Vec<KeyRecord>>,
+    keys: RwLock<Keys>,
+}
+
+/// The records, and where each hash is among them.
+#[derive(Default)]
+struct Keys {
+    records: Vec<KeyRecord>,
+    by_hash: HashMap<[u8; 32], usize>,
+}
+
+impl Keys {
+    fn new(records: Vec<KeyRecord>) -> Keys {
+        let by_hash = records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((<[u8; 32]>::try_from(hex::decode(&k.hash).ok()?).ok()?, i)))
+            .collect();
+        Keys { records, by_hash }
+    }
 }
 
 fn hash(secret: &str) -> String {
@@ -57,7 +78,7 @@ impl KeyStore {
         };
         Ok(KeyStore {
             path,
-            keys: RwLock::new(keys),
+            keys: RwLock::new(Keys::new(keys)),
         })
     }
 
@@ -86,29 +107,31 @@ impl KeyStore {
             hash: hash(&secret),
         };
         let mut keys = self.keys.write().expect("key lock");
-        keys.push(record.clone());
-        if let Err(e) = self.save(&keys) {
-            keys.pop();
-            return Err(e);
-        }
+        let mut records = keys.records.clone();
+        records.push(record.clone());
+        self.save(&records)?;
+        *keys = Keys::new(records);
         Ok((record, secret))
     }
 
     pub fn list(&self) -> Vec<KeyRecord> {
-        self.keys.read().expect("key lock").clone()
+        self.keys.read().expect("key lock").records.clone()
     }
 
     /// Removes a key; it stops working at once. Returns whether it existed.
     pub fn revoke(&self, id: &str) -> Result<bool, StoreError> {
         let mut keys = self.keys.write().expect("key lock");
-        let Some(index) = keys.iter().position(|k| k.id == id) else {
+        if !keys.records.iter().any(|k| k.id == id) {
             return Ok(false);
-        };
-        let removed = keys.remove(index);
-        if let Err(e) = self.save(&keys) {
-            keys.insert(index, removed);
-            return Err(e);
         }
+        let records: Vec<KeyRecord> = keys
+            .records
+            .iter()
+            .filter(|k| k.id != id)
+            .cloned()
+            .collect();
+        self.save(&records)?;
+        *keys = Keys::new(records);
         Ok(true)
     }
 
@@ -120,11 +143,13 @@ impl KeyStore {
         route: &str,
     ) -> Result<String, KeyRejection> {
         let presented = presented.ok_or(KeyRejection::Unauthenticated)?;
-        let presented_hash = hash(presented);
+        let presented_hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let keys = self.keys.read().expect("key lock");
         let key = keys
-            .iter()
-            .find(|k| bool::from(k.hash.as_bytes().ct_eq(presented_hash.as_bytes())))
+            .by_hash
+            .get_key_value(&presented_hash)
+            .filter(|(stored, _)| bool::from(stored.ct_eq(&presented_hash)))
+            .map(|(_, &i)| &keys.records[i])
             .ok_or(KeyRejection::Unauthenticated)?;
         if key.expires_at.is_some_and(|t| t <= now_unix()) {
             return Err(KeyRejection::Unauthenticated);

@@ -159,7 +159,95 @@ impl Default for Metrics {
     }
 }
 
+/// One endpoint's metric handles, made once at load so a request counts without building labels.
+pub struct EndpointMetrics {
+    ok: Counter,
+    latency: Histogram,
+    cache_hit: Counter,
+    cache_miss: Counter,
+    cache_bypass: Counter,
+    metrics: std::sync::Arc<Metrics>,
+    function: String,
+    route: String,
+}
+
+impl EndpointMetrics {
+    pub fn answered(&self, status: u16, elapsed: Duration) {
+        if status == 200 {
+            self.ok.inc();
+        } else {
+            self.metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    function: self.function.clone(),
+                    route: self.route.clone(),
+                    status,
+                })
+                .inc();
+        }
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn cache_lookup(&self, outcome: &'static str) {
+        match outcome {
+            "hit" => self.cache_hit.inc(),
+            "miss" => self.cache_miss.inc(),
+            _ => self.cache_bypass.inc(),
+        };
+    }
+}
+
 impl Metrics {
+    pub fn endpoint(self: &std::sync::Arc<Self>, function: &str, route: &str) -> EndpointMetrics {
+        let policy = |outcome| {
+            self.cache_lookups
+                .get_or_create(&PolicyLabels {
+                    function: function.to_string(),
+                    route: route.to_string(),
+                    outcome,
+                })
+                .clone()
+        };
+        EndpointMetrics {
+            ok: self
+                .requests
+                .get_or_create(&RequestLabels {
+                    function: function.to_string(),
+                    route: route.to_string(),
+                    status: 200,
+                })
+                .clone(),
+            latency: self
+                .request_seconds
+                .get_or_create(&FunctionLabels {
+                    function: function.to_string(),
+                })
+                .clone(),
+            cache_hit: policy("hit"),
+            cache_miss: policy("miss"),
+            cache_bypass: policy("bypass"),
+            metrics: self.clone(),
+            function: function.to_string(),
+            route: route.to_string(),
+        }
+    }
+
+    /// Counts an answer on a route that has no [`EndpointMetrics`] (the v2 protocol).
+    pub fn count_request(&self, function: &str, route: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                function: function.to_string(),
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&FunctionLabels {
+                function: function.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
     pub fn render(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)

@@ -157,6 +157,15 @@ impl Checker {
         }
     }
 
+    fn non_empty(&mut self, node: &Node, path: &str) -> Option<String> {
+        let text = self.string(node, path)?;
+        if text.trim().is_empty() {
+            self.error(path, node.pos, "must not be empty");
+            return None;
+        }
+        Some(text)
+    }
+
     /// A path to a file, relative to the spec file or absolute.
     fn file_path(&mut self, node: &Node, path: &str) -> Option<String> {
         let text = self.string(node, path)?;
@@ -635,10 +644,10 @@ impl Checker {
         let f = self.fields(node, path, &["issuer", "audience"])?;
         let issuer = self
             .required(&f, "issuer")
-            .and_then(|n| self.string(n, &f.child("issuer")));
+            .and_then(|n| self.non_empty(n, &f.child("issuer")));
         let audience = self
             .required(&f, "audience")
-            .and_then(|n| self.string(n, &f.child("audience")));
+            .and_then(|n| self.non_empty(n, &f.child("audience")));
         Some(JwtRule {
             issuer: issuer?,
             audience: audience?,

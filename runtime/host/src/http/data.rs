@@ -4,12 +4,12 @@
 //! ONNX Runtime → postprocess → response.
 
 use super::error::{json_response, ApiError, HttpResponse};
-use super::read_body;
 use super::{rate_headers, PeerAddr};
+use super::{read_body, read_incoming};
 use crate::function::LoadedFunction;
 use crate::host::{Host, RouteMatch};
 use crate::instance::{Reply, Work};
-use crate::metrics::{FunctionLabels, Metrics, RequestLabels};
+use crate::metrics::{EndpointMetrics, FunctionLabels, Metrics};
 use crate::policy::access;
 use crate::policy::cache::{CachedReply, Lookup};
 use crate::policy::rate_limit::{Allowed, Limited};
@@ -55,31 +55,42 @@ pub(super) async fn endpoint(
         return Err(ApiError::not_found(format!("no function serves {path}")));
     };
     let started = Instant::now();
-    let deadline = policy.timeout.unwrap_or(host.config.request_timeout);
+    let deadline = policy.timeout.map_or(host.config.request_timeout, |t| {
+        t.min(host.config.request_timeout)
+    });
     let served = tokio::time::timeout(deadline, async {
-        let admitted = admit(&host, &function, policy, &path, &request)?;
+        let admitted = admit(
+            &host,
+            &function,
+            std::slice::from_ref(policy),
+            &path,
+            &request,
+        )?;
         let no_cache = request
             .headers()
             .get(CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
             .is_some_and(|v| v.contains("no-cache") || v.contains("no-store"));
-        let method = request.method().to_string();
-        let headers = request
-            .headers()
-            .iter()
-            .filter(|(name, _)| !PRIVATE_HEADERS.contains(&name.as_str()))
-            .filter_map(|(name, value)| {
-                Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
-            })
-            .collect();
-        let limit = policy.max_body.unwrap_or(host.config.max_body_bytes);
-        let body = read_body(request, limit)
+        let (parts, body) = request.into_parts();
+        let limit = policy.max_body.map_or(host.config.max_body_bytes, |m| {
+            m.min(host.config.max_body_bytes)
+        });
+        let body = read_incoming(&parts.headers, body, limit)
             .await
             .map_err(|e| e.with_rate(admitted.rate))?;
+        // Built only when the function runs (not on a cache hit).
         let work = |body: Bytes| Work::Endpoint {
             route: path.clone(),
-            method: method.clone(),
-            headers,
+            method: parts.method.to_string(),
+            headers: parts
+                .headers
+                .iter()
+                .filter(|(name, _)| !PRIVATE_HEADERS.contains(&name.as_str()))
+                .filter_map(|(name, value)| {
+                    Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+                })
+                .collect(),
             body,
         };
         let mut served = match &policy.cache {
@@ -117,19 +128,16 @@ pub(super) async fn endpoint(
                     Lookup::Hit => "hit",
                     Lookup::Miss => "miss",
                 };
-                Metrics::count_policy(&host.metrics.cache_lookups, function.name(), &path, outcome);
+                policy.metrics.cache_lookup(outcome);
                 Served::from_cache(&reply, outcome)
             }
             cache => {
                 if cache.is_some() {
-                    Metrics::count_policy(
-                        &host.metrics.cache_lookups,
-                        function.name(),
-                        &path,
-                        "bypass",
-                    );
+                    policy.metrics.cache_lookup("bypass");
                 }
-                let reply = invoke(&host, &function, work(body)).await?;
+                let reply = invoke(&host, &function, work(body))
+                    .await
+                    .map_err(|e| e.with_rate(admitted.rate))?;
                 Served {
                     status: reply.status,
                     content_type: reply.content_type,
@@ -150,7 +158,14 @@ pub(super) async fn endpoint(
             format!("the request took longer than the endpoint's limit of {deadline:?}"),
         ))
     });
-    Ok(finish(&host, &function, &path, started, served))
+    Ok(finish(
+        &host,
+        &function,
+        Some(&policy.metrics),
+        &path,
+        started,
+        served,
+    ))
 }
 
 /// Why an answer was not stored in the cache: an error, or the function's own non-success answer
@@ -170,31 +185,46 @@ struct Admitted {
 fn admit(
     host: &Host,
     function: &LoadedFunction,
-    policy: &EndpointPolicy,
+    policies: &[EndpointPolicy],
     route: &str,
     request: &Request<Incoming>,
 ) -> Result<Admitted, ApiError> {
+    // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d; allowlists name them as IPv4.
     let peer = request
         .extensions()
         .get::<PeerAddr>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
-    let caller = access::check(
-        policy,
-        function.name(),
-        peer,
-        request.headers(),
-        &host.keys,
-        &host.jwt,
-    )
-    .map_err(|denied| {
+        .map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip().to_canonical());
+    // The first policy that admits the caller applies; if none does, the first refusal is the answer.
+    let mut refusal = None;
+    let mut admitted = None;
+    for policy in policies {
+        match access::check(
+            policy,
+            function.name(),
+            peer,
+            request.headers(),
+            &host.keys,
+            &host.jwt,
+        ) {
+            Ok(caller) => {
+                admitted = Some((policy, caller));
+                break;
+            }
+            Err(denied) => {
+                refusal.get_or_insert(denied);
+            }
+        }
+    }
+    let Some((policy, caller)) = admitted else {
+        let denied = refusal.expect("a function has at least one endpoint");
         Metrics::count_policy(
             &host.metrics.auth_failures,
             function.name(),
             route,
             denied.reason(),
         );
-        ApiError::from(denied)
-    })?;
+        return Err(ApiError::from(denied));
+    };
     let refuse = |scope: &'static str, limited: Limited| {
         Metrics::count_policy(&host.metrics.rate_limited, function.name(), route, scope);
         ApiError::rate_limited(scope, limited)
@@ -276,6 +306,7 @@ async fn invoke(host: &Host, function: &LoadedFunction, work: Work) -> Result<Re
 fn finish(
     host: &Host,
     function: &LoadedFunction,
+    endpoint_metrics: Option<&EndpointMetrics>,
     route: &str,
     started: Instant,
     result: Result<Served, ApiError>,
@@ -304,23 +335,15 @@ fn finish(
         }
     };
     let headers = response.headers_mut();
-    headers.insert(
-        "x-aifn-function",
-        HeaderValue::from_str(function.name()).expect("names are header-safe"),
-    );
+    headers.insert("x-aifn-function", function.name_header.clone());
     headers.insert("x-aifn-version", HeaderValue::from(function.version()));
-    let labels = RequestLabels {
-        function: function.name().to_string(),
-        route: route.to_string(),
-        status: response.status().as_u16(),
-    };
-    host.metrics.requests.get_or_create(&labels).inc();
-    host.metrics
-        .request_seconds
-        .get_or_create(&FunctionLabels {
-            function: function.name().to_string(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+    let status = response.status().as_u16();
+    match endpoint_metrics {
+        Some(metrics) => metrics.answered(status, started.elapsed()),
+        None => host
+            .metrics
+            .count_request(function.name(), route, status, started.elapsed()),
+    }
     response
 }
 
@@ -370,7 +393,7 @@ pub(super) async fn v2(
                     let started = Instant::now();
                     let result = async {
                         let admitted =
-                            admit(&host, &function, function.v2_policy(), &route, &request)?;
+                            admit(&host, &function, &function.endpoints, &route, &request)?;
                         let body = read_body(request, host.config.max_body_bytes).await?;
                         let tensors = aifn_tensor::decode_v2_request(&body).map_err(|e| {
                             ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", e.to_string())
@@ -386,7 +409,7 @@ pub(super) async fn v2(
                         })
                     }
                     .await;
-                    Ok(finish(&host, &function, &route, started, result))
+                    Ok(finish(&host, &function, None, &route, started, result))
                 }
                 [] | ["ready"] | ["infer"] => Err(method_not_allowed(
                     &path,

@@ -81,18 +81,18 @@ pub(crate) fn rate_headers(
     headers.insert("ratelimit-remaining", remaining.into());
     headers.insert(
         "ratelimit-reset",
-        reset
-            .as_secs_f64()
-            .ceil()
-            .max(0.0)
-            .to_string()
-            .parse()
-            .expect("a number is a header value"),
+        (reset.as_secs_f64().ceil() as u64).into(),
     );
 }
 
 /// Routes one request, within the host's request deadline.
 pub async fn handle(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse {
+    if is_function_route(request.uri().path()) {
+        // Function routes keep their own deadline (the endpoint's, capped by the host's).
+        return data::endpoint(host, request)
+            .await
+            .unwrap_or_else(ApiError::into_response);
+    }
     let deadline = host.config.request_timeout;
     match tokio::time::timeout(deadline, route(host, request)).await {
         Ok(Ok(response)) => response,
@@ -104,6 +104,13 @@ pub async fn handle(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse
         )
         .into_response(),
     }
+}
+
+/// Paths the host does not serve itself belong to functions.
+fn is_function_route(path: &str) -> bool {
+    !(matches!(path, "/healthz" | "/readyz" | "/metrics" | "/v2")
+        || path.starts_with("/v2/")
+        || path.starts_with("/admin/"))
 }
 
 async fn route(host: Arc<Host>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
@@ -152,6 +159,16 @@ pub(crate) fn readiness(host: &Host) -> HttpResponse {
 /// Reads a whole body, refusing it with 413 past `limit` (by `Content-Length` before reading, and
 /// while reading for chunked bodies).
 pub(crate) async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let (parts, body) = request.into_parts();
+    read_incoming(&parts.headers, body, limit).await
+}
+
+/// [`read_body`] for a request already split into head and body.
+pub(crate) async fn read_incoming(
+    headers: &hyper::HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -159,15 +176,14 @@ pub(crate) async fn read_body(request: Request<Incoming>, limit: usize) -> Resul
             format!("the request body is over the limit of {limit} bytes"),
         )
     };
-    let declared = request
-        .headers()
+    let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(request.into_body(), limit).collect().await {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -101,6 +101,7 @@ impl JwtVerifier {
         validation.set_audience(&[&rule.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
+        validation.validate_nbf = true;
         #[derive(serde::Deserialize)]
         struct Claims {
             sub: String,

@@ -95,6 +95,10 @@ impl ResponseCache {
         F: Future<Output = Result<CachedReply, E>>,
         E: Send + Sync + 'static,
     {
+        // The common case first: a plain lookup is cheaper than the coalescing entry API.
+        if let Some(found) = self.entries.get(&key).await {
+            return Ok((found, Lookup::Hit));
+        }
         let entry = self
             .entries
             .entry_by_ref(&key)

@@ -44,6 +44,7 @@ pub struct EndpointPolicy {
     pub cache: Option<cache::ResponseCache>,
     pub timeout: Option<Duration>,
     pub max_body: Option<usize>,
+    pub metrics: crate::metrics::EndpointMetrics,
 }
 
 impl EndpointPolicy {
@@ -69,6 +70,7 @@ impl EndpointPolicy {
             max_body: endpoint
                 .max_body
                 .map(|b| usize::try_from(b.0).unwrap_or(usize::MAX)),
+            metrics: metrics.endpoint(function, &endpoint.route),
         }
     }
 }
