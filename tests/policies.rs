@@ -91,6 +91,18 @@ fn rate_limits_count_per_caller_answer_429_with_headers_and_survive_redeploys() 
     assert_eq!(refused.header("ratelimit-remaining"), Some("0"));
     // Bob has a budget of his own.
     assert_eq!(call(&bob).status, 200);
+    // A data-plane key never opens the control plane.
+    let bearer = format!("Bearer {bob}");
+    assert_eq!(
+        request(
+            &host.url("/admin/v1/functions"),
+            "GET",
+            b"",
+            &[("authorization", &bearer)]
+        )
+        .status,
+        401
+    );
 
     // A new version keeps the callers' budgets.
     let v2 = spec_with(
@@ -504,4 +516,34 @@ fn allowlists_body_limits_deadlines_and_the_concurrency_bound() {
         third.body
     );
     assert_eq!(third.header("retry-after"), Some("1"));
+}
+
+#[test]
+fn slow_clients_are_cut_off_while_sending_headers() {
+    let dir = temp_dir("slow-client");
+    let host = TestHost::start_with(&dir.join("state"), &["--header-timeout-ms", "300"]);
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(host.base.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    stream
+        .write_all(b"POST /v1/churn HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    // Never finish the headers: the host closes the connection (possibly after a 408).
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        answer.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    // The host itself is fine.
+    assert_eq!(host.get("/healthz").status, 200);
 }

@@ -148,6 +148,9 @@ struct ServeArgs {
     /// Longest a request may take, in seconds.
     #[arg(long, env = "AIFN_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     request_timeout_secs: u64,
+    /// How long a client may take to send a request's headers, in milliseconds (slow clients are cut off).
+    #[arg(long, env = "AIFN_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
     /// Deadline of one module call when the spec sets none, in milliseconds.
     #[arg(long, env = "AIFN_MODULE_TIMEOUT_MS", default_value_t = 1000)]
     module_timeout_ms: u64,
@@ -383,6 +386,7 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     config.max_body_bytes = args.max_body_bytes;
     config.request_timeout = std::time::Duration::from_secs(args.request_timeout_secs);
     config.module_timeout = std::time::Duration::from_millis(args.module_timeout_ms);
+    config.header_read_timeout = std::time::Duration::from_millis(args.header_timeout_ms.max(1));
     config.jwt_secret = args.jwt_secret;
     config.jwt_jwks = args.jwt_jwks;
     config.max_requests_per_second = args.max_requests_per_second.filter(|r| *r > 0.0);

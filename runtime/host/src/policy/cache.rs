@@ -205,6 +205,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn memory_stays_bounded_by_entries() {
+        let policy = CachePolicy {
+            ttl: aifn_spec::HumanDuration(std::time::Duration::from_secs(60)),
+            max_entries: 3,
+            max_bytes: aifn_spec::Bytes(1 << 20),
+            per_caller: false,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let cache = ResponseCache::new("f", "/r", &policy, metrics.clone());
+        for i in 0..20u8 {
+            cache
+                .get_or_run::<(), _>([i; 32], async {
+                    Ok(CachedReply {
+                        status: 200,
+                        content_type: String::new(),
+                        body: Bytes::from_static(b"answer"),
+                    })
+                })
+                .await
+                .unwrap();
+        }
+        cache.entries.run_pending_tasks().await;
+        assert!(cache.entry_count() <= 3, "{} entries", cache.entry_count());
+        assert!(metrics
+            .render()
+            .contains("aifn_cache_evictions_total{function=\"f\",route=\"/r\"}"));
+    }
+
+    #[tokio::test]
     async fn concurrent_misses_run_once_and_errors_are_not_stored() {
         let cache = Arc::new(cache(false));
         let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
