@@ -18,7 +18,7 @@ fn deploy_through_the_cli_and_match_python_onnxruntime() {
     let dir = temp_dir("deploy");
     let host = TestHost::start(&dir.join("state"));
     let spec = churn_spec(&dir, SPEC, &[]);
-    let out = host.cli_ok(&["deploy", spec.to_str().unwrap()]);
+    let out = host.deploy(&spec);
     assert!(
         out.starts_with("deployed churn-predictor version 1 (sha256:"),
         "{out}"
@@ -87,7 +87,7 @@ fn deploy_through_the_cli_and_match_python_onnxruntime() {
     assert_eq!(status["placement"]["device"], "cpu");
 
     // Deploying the same thing again makes no new version.
-    let again = host.cli_ok(&["deploy", spec.to_str().unwrap()]);
+    let again = host.deploy(&spec);
     assert!(
         again.starts_with("unchanged churn-predictor version 1"),
         "{again}"
@@ -114,7 +114,7 @@ fn deploy_through_the_cli_and_match_python_onnxruntime() {
 fn bad_requests_get_clear_json_errors() {
     let dir = temp_dir("bad-requests");
     let host = TestHost::start(&dir.join("state"));
-    host.cli_ok(&["deploy", churn_spec(&dir, SPEC, &[]).to_str().unwrap()]);
+    host.deploy(&churn_spec(&dir, SPEC, &[]));
 
     let reply = host.post("/v1/churn", "{not json");
     assert_eq!(
@@ -244,9 +244,9 @@ fn versions_survive_kill_9() {
     let dir = temp_dir("restart");
     let state = dir.join("state");
     let host = TestHost::start(&state);
-    host.cli_ok(&["deploy", churn_spec(&dir, SPEC, &[]).to_str().unwrap()]);
+    host.deploy(&churn_spec(&dir, SPEC, &[]));
     let v2 = churn_spec(&dir, "v2.yaml", &[("timeout: 100ms", "timeout: 150ms")]);
-    let out = host.cli_ok(&["deploy", v2.to_str().unwrap()]);
+    let out = host.deploy(&v2);
     assert!(
         out.starts_with("deployed churn-predictor version 2"),
         "{out}"
@@ -270,24 +270,16 @@ fn versions_survive_kill_9() {
 fn a_failed_deploy_changes_nothing_that_is_serving() {
     let dir = temp_dir("failed-deploy");
     let host = TestHost::start(&dir.join("state"));
-    host.cli_ok(&["deploy", churn_spec(&dir, SPEC, &[]).to_str().unwrap()]);
+    host.deploy(&churn_spec(&dir, SPEC, &[]));
 
     // A "module" that is not WebAssembly: refused, nothing changes.
     std::fs::write(dir.join("garbage.wasm"), b"definitely not wasm").unwrap();
     let bad_module = churn_spec(&dir, "bad-module.yaml", &[]);
-    let text = std::fs::read_to_string(&bad_module).unwrap();
-    let module_line = text
-        .lines()
-        .find(|l| l.contains("churn_preprocess.wasm"))
-        .unwrap();
-    std::fs::write(
+    replace_line(
         &bad_module,
-        text.replace(
-            module_line,
-            &format!("    path: {}", dir.join("garbage.wasm").display()),
-        ),
-    )
-    .unwrap();
+        "churn_preprocess.wasm",
+        &format!("    path: {}", dir.join("garbage.wasm").display()),
+    );
     let out = host.cli(&["deploy", bad_module.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
@@ -298,16 +290,11 @@ fn a_failed_deploy_changes_nothing_that_is_serving() {
     // A model file that is not ONNX.
     std::fs::write(dir.join("garbage.onnx"), b"not a model").unwrap();
     let bad_model = churn_spec(&dir, "bad-model.yaml", &[]);
-    let text = std::fs::read_to_string(&bad_model).unwrap();
-    let model_line = text.lines().find(|l| l.contains("churn.onnx")).unwrap();
-    std::fs::write(
+    replace_line(
         &bad_model,
-        text.replace(
-            model_line,
-            &format!("    path: {}", dir.join("garbage.onnx").display()),
-        ),
-    )
-    .unwrap();
+        "churn.onnx",
+        &format!("    path: {}", dir.join("garbage.onnx").display()),
+    );
     let out = host.cli(&["deploy", bad_model.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
@@ -379,7 +366,7 @@ fn the_reference_spec_deploys_once_its_model_is_known_and_api_keys_guard_it() {
         model.to_str().unwrap(),
     ]);
     let spec = repo().join("examples/sentiment-analyzer.yaml");
-    let out = host.cli_ok(&["deploy", spec.to_str().unwrap()]);
+    let out = host.deploy(&spec);
     assert!(
         out.contains("deployed sentiment-analyzer version 1"),
         "{out}"
@@ -408,10 +395,7 @@ fn the_reference_spec_deploys_once_its_model_is_known_and_api_keys_guard_it() {
         401
     );
 
-    let key = host
-        .cli_ok(&["keys", "create", "--function", "sentiment-analyzer"])
-        .trim()
-        .to_string();
+    let key = host.new_key("sentiment-analyzer");
     let url = host.url("/v1/sentiment");
     let bearer = format!("Bearer {key}");
     assert_eq!(
@@ -440,10 +424,7 @@ fn the_reference_spec_deploys_once_its_model_is_known_and_api_keys_guard_it() {
     );
 
     // A key for another function is valid, but not here: 403.
-    let other = host
-        .cli_ok(&["keys", "create", "--function", "churn-predictor"])
-        .trim()
-        .to_string();
+    let other = host.new_key("churn-predictor");
     assert_eq!(
         request(&url, "POST", tensors.as_bytes(), &[("x-api-key", &other)]).status,
         403
@@ -474,7 +455,7 @@ fn delete_stops_serving_and_a_redeploy_continues_the_numbering() {
     let dir = temp_dir("delete");
     let host = TestHost::start(&dir.join("state"));
     let spec = churn_spec(&dir, SPEC, &[]);
-    host.cli_ok(&["deploy", spec.to_str().unwrap()]);
+    host.deploy(&spec);
     let out = host.cli_ok(&["delete", "churn-predictor"]);
     assert!(
         out.contains("deleted churn-predictor (was serving version 1)"),
@@ -487,7 +468,7 @@ fn delete_stops_serving_and_a_redeploy_continues_the_numbering() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no function named `churn-predictor`"));
 
     let changed = churn_spec(&dir, "again.yaml", &[("timeout: 100ms", "timeout: 120ms")]);
-    let out = host.cli_ok(&["deploy", changed.to_str().unwrap()]);
+    let out = host.deploy(&changed);
     assert!(
         out.starts_with("deployed churn-predictor version 2"),
         "{out}"
@@ -503,28 +484,9 @@ fn delete_stops_serving_and_a_redeploy_continues_the_numbering() {
 fn a_looping_trapping_or_greedy_module_is_stopped_and_the_host_keeps_serving() {
     let dir = temp_dir("hostile");
     let host = TestHost::start(&dir.join("state"));
-    host.cli_ok(&["deploy", churn_spec(&dir, SPEC, &[]).to_str().unwrap()]);
-    let hostile = built("tests/guests/hostile/target/wasm32-wasip2/release/hostile_guest.wasm");
-    let spec = churn_spec(
-        &dir,
-        "hostile.yaml",
-        &[
-            ("name: churn-predictor", "name: hostile"),
-            ("route: /v1/churn", "route: /v1/hostile"),
-            ("timeout: 100ms", "timeout: 200ms"),
-        ],
-    );
-    let text = std::fs::read_to_string(&spec).unwrap();
-    let module_line = text
-        .lines()
-        .find(|l| l.contains("churn_preprocess.wasm"))
-        .unwrap();
-    std::fs::write(
-        &spec,
-        text.replace(module_line, &format!("    path: {}", hostile.display())),
-    )
-    .unwrap();
-    host.cli_ok(&["deploy", spec.to_str().unwrap()]);
+    host.deploy(&churn_spec(&dir, SPEC, &[]));
+    let spec = hostile_spec(&dir, &[("timeout: 100ms", "timeout: 200ms")]);
+    host.deploy(&spec);
 
     let started = std::time::Instant::now();
     let reply = host.post("/v1/hostile", "loop");

@@ -48,14 +48,8 @@ fn rate_limits_count_per_caller_answer_429_with_headers_and_survive_redeploys() 
         "deploy",
         spec_with(&dir, "f.yaml", endpoint, &[]).to_str().unwrap(),
     ]);
-    let alice = host
-        .cli_ok(&["keys", "create", "--function", "churn-predictor"])
-        .trim()
-        .to_string();
-    let bob = host
-        .cli_ok(&["keys", "create", "--function", "churn-predictor"])
-        .trim()
-        .to_string();
+    let alice = host.new_key("churn-predictor");
+    let bob = host.new_key("churn-predictor");
     let call = |key: &str| {
         request(
             &host.url("/v1/churn"),
@@ -117,10 +111,7 @@ fn rate_limits_count_per_caller_answer_429_with_headers_and_survive_redeploys() 
     assert_eq!(call(&alice).status, 429);
 
     // Under concurrent load the budget holds exactly: 3 of 40 get through for a fresh caller.
-    let carol = host
-        .cli_ok(&["keys", "create", "--function", "churn-predictor"])
-        .trim()
-        .to_string();
+    let carol = host.new_key("churn-predictor");
     let statuses: Vec<u16> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..40).map(|_| s.spawn(|| call(&carol).status)).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -166,10 +157,7 @@ fn the_cache_answers_repeats_never_crosses_versions_or_callers_and_runs_once_for
         "deploy",
         spec_with(&dir, "f.yaml", endpoint, &[]).to_str().unwrap(),
     ]);
-    let key = host
-        .cli_ok(&["keys", "create", "--function", "churn-predictor"])
-        .trim()
-        .to_string();
+    let key = host.new_key("churn-predictor");
     let call = |body: &str, extra: &[(&str, &str)]| {
         let mut headers = vec![("x-api-key", key.as_str())];
         headers.extend_from_slice(extra);
@@ -219,7 +207,7 @@ fn the_cache_answers_repeats_never_crosses_versions_or_callers_and_runs_once_for
         endpoint,
         &[("timeout: 100ms", "timeout: 150ms")],
     );
-    host.cli_ok(&["deploy", v2.to_str().unwrap()]);
+    host.deploy(&v2);
     let after = call(&request_body.to_string(), &[]);
     assert_eq!(
         (after.header("x-cache"), after.header("x-aifn-version")),
@@ -271,14 +259,8 @@ fn per_caller_caches_keep_callers_apart() {
         "deploy",
         spec_with(&dir, "f.yaml", endpoint, &[]).to_str().unwrap(),
     ]);
-    let alice = host
-        .cli_ok(&["keys", "create", "--function", "churn-predictor"])
-        .trim()
-        .to_string();
-    let bob = host
-        .cli_ok(&["keys", "create", "--function", "churn-predictor"])
-        .trim()
-        .to_string();
+    let alice = host.new_key("churn-predictor");
+    let bob = host.new_key("churn-predictor");
     let call = |key: &str| {
         request(
             &host.url("/v1/churn"),
@@ -444,7 +426,7 @@ fn allowlists_body_limits_deadlines_and_the_concurrency_bound() {
         "      allow_ips: [10.0.0.0/8]\n      max_body: 64",
         &[],
     );
-    host.cli_ok(&["deploy", closed.to_str().unwrap()]);
+    host.deploy(&closed);
     let refused = host.post("/v1/churn", &customer());
     assert_eq!(
         (refused.status, refused.error_code().as_str()),
@@ -459,21 +441,17 @@ fn allowlists_body_limits_deadlines_and_the_concurrency_bound() {
         "      allow_ips: [127.0.0.1, \"::1\"]\n      max_body: 256",
         &[],
     );
-    host.cli_ok(&["deploy", open.to_str().unwrap()]);
+    host.deploy(&open);
     assert_eq!(host.post("/v1/churn", &customer()).status, 200);
     let padded = format!("{{\"pad\": \"{}\"}}", "x".repeat(300));
     assert_eq!(host.post("/v1/churn", &padded).status, 413);
 
     // A module that loops: the endpoint's 300ms deadline answers first (504), and with
     // max_concurrency 2 on 2 replicas, a third request while two loop is refused at once (503).
-    let hostile = built("tests/guests/hostile/target/wasm32-wasip2/release/hostile_guest.wasm");
-    let spec = spec_with(
+    let spec = hostile_spec(
         &dir,
-        "hostile.yaml",
-        "      timeout: 300ms",
         &[
-            ("name: churn-predictor", "name: hostile"),
-            ("route: /v1/churn", "route: /v1/hostile"),
+            ("      auth: none", "      timeout: 300ms"),
             ("timeout: 100ms", "timeout: 3s"),
             (
                 "target_latency: 20ms",
@@ -481,17 +459,7 @@ fn allowlists_body_limits_deadlines_and_the_concurrency_bound() {
             ),
         ],
     );
-    let text = std::fs::read_to_string(&spec).unwrap();
-    let module_line = text
-        .lines()
-        .find(|l| l.contains("churn_preprocess.wasm"))
-        .unwrap();
-    std::fs::write(
-        &spec,
-        text.replace(module_line, &format!("    path: {}", hostile.display())),
-    )
-    .unwrap();
-    host.cli_ok(&["deploy", spec.to_str().unwrap()]);
+    host.deploy(&spec);
 
     let started = std::time::Instant::now();
     let slow = host.post("/v1/hostile", "loop");

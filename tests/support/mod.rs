@@ -252,3 +252,45 @@ pub fn raw_http(base: &str, request: &str, wait: Duration) -> String {
     }
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// Replaces the line of the spec at `spec` that contains `needle` with `line`.
+pub fn replace_line(spec: &Path, needle: &str, line: &str) {
+    let text = std::fs::read_to_string(spec).unwrap();
+    let old = text
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{} has no line with `{needle}`", spec.display()));
+    std::fs::write(spec, text.replace(old, line)).unwrap();
+}
+
+/// The churn predictor's spec, renamed `hostile` on `/v1/hostile`, with the misbehaving test module
+/// (`tests/guests/hostile`) in place of its own, and `edits` applied.
+pub fn hostile_spec(dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
+    let module = built("tests/guests/hostile/target/wasm32-wasip2/release/hostile_guest.wasm");
+    let mut all = vec![
+        ("name: churn-predictor", "name: hostile"),
+        ("route: /v1/churn", "route: /v1/hostile"),
+    ];
+    all.extend_from_slice(edits);
+    let spec = churn_spec(dir, "hostile.yaml", &all);
+    replace_line(
+        &spec,
+        "churn_preprocess.wasm",
+        &format!("    path: {}", module.display()),
+    );
+    spec
+}
+
+impl TestHost {
+    /// Creates an API key for `function` and returns its secret.
+    pub fn new_key(&self, function: &str) -> String {
+        self.cli_ok(&["keys", "create", "--function", function])
+            .trim()
+            .to_string()
+    }
+
+    /// Deploys a spec file and returns what the CLI printed.
+    pub fn deploy(&self, spec: &Path) -> String {
+        self.cli_ok(&["deploy", spec.to_str().unwrap()])
+    }
+}
