@@ -577,3 +577,77 @@ fn aifn_up_serves_a_function_in_one_process() {
     let _ = child.wait();
     assert!((churn_probability(&reply) - expected).abs() < 1e-5);
 }
+
+#[test]
+fn rollback_switches_versions_under_load_without_a_failed_request() {
+    let dir = temp_dir("rollback");
+    let host = TestHost::start(&dir.join("state"));
+    host.deploy(&churn_spec(&dir, SPEC, &[]));
+    host.deploy(&churn_spec(
+        &dir,
+        "v2.yaml",
+        &[("timeout: 100ms", "timeout: 150ms")],
+    ));
+    let out = host.cli(&["rollback", "churn-predictor", "--to", "7"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no version 7"),
+        "{out:?}"
+    );
+
+    // Clients keep calling while versions switch back and forth.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (answered, versions_seen) = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut statuses = Vec::new();
+                    let mut versions = std::collections::BTreeSet::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let reply = host.post("/v1/churn", &churn_expectations()[0].0.to_string());
+                        versions.insert(reply.header("x-aifn-version").unwrap_or("?").to_string());
+                        statuses.push(reply.status);
+                    }
+                    (statuses, versions)
+                })
+            })
+            .collect();
+        for _ in 0..3 {
+            assert!(host
+                .cli_ok(&["rollback", "churn-predictor"])
+                .contains("rolled back to version 1"));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(host
+                .cli_ok(&["rollback", "churn-predictor", "--to", "2"])
+                .contains("rolled back to version 2"));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for client in clients {
+            let (statuses, versions) = client.join().unwrap();
+            all.extend(statuses);
+            seen.extend(versions);
+        }
+        (all, seen)
+    });
+    assert!(answered.len() > 20, "{} requests", answered.len());
+    assert!(
+        answered.iter().all(|s| *s == 200),
+        "every request answered: {answered:?}"
+    );
+    assert_eq!(versions_seen.into_iter().collect::<Vec<_>>(), ["1", "2"]);
+
+    // The rollback is persistent: after a restart the host serves the version rolled back to.
+    host.cli_ok(&["rollback", "churn-predictor"]);
+    let state = host.state.clone();
+    host.kill();
+    let host = TestHost::start(&state);
+    let reply = host.post("/v1/churn", &churn_expectations()[0].0.to_string());
+    assert_eq!(reply.header("x-aifn-version"), Some("1"));
+    let out = host.cli(&["rollback", "churn-predictor"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no version older than 1"),
+        "{out:?}"
+    );
+}

@@ -70,6 +70,15 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Put an earlier version of a function back in service (default: the one before the current).
+    Rollback {
+        name: String,
+        /// The version to serve.
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
     /// Stop serving a function (its versions stay in the host's store).
     Delete {
         name: String,
@@ -230,6 +239,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .client()?
                 .get(&format!("/admin/v1/functions/{name}/versions"))?;
             println!("{}", serde_json::to_string_pretty(&versions)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollback { name, to, remote } => {
+            let outcome = remote.client()?.post(
+                &format!("/admin/v1/functions/{name}/rollback"),
+                json!({ "to": to }),
+            )?;
+            let verb = if outcome["unchanged"] == json!(true) {
+                "already serving"
+            } else {
+                "rolled back to"
+            };
+            println!(
+                "{name}: {verb} version {} ({})",
+                outcome["version"],
+                outcome["digest"].as_str().unwrap_or("")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Delete { name, remote } => {

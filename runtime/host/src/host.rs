@@ -36,6 +36,10 @@ pub enum DeployError {
     Load(#[from] LoadFunctionError),
     #[error("no function named `{0}`")]
     NotFound(String),
+    #[error("`{0}` has no version {1}")]
+    NoSuchVersion(String, u64),
+    #[error("`{0}` has no version older than {1} to roll back to")]
+    NothingToRollBackTo(String, u64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -311,20 +315,7 @@ impl Host {
         };
 
         let _guard = self.deploy_lock.lock().await;
-        for endpoint in &spec.spec.endpoints {
-            if let Some(owners) = self.routes.get(&endpoint.route) {
-                if let Some((_, owner)) = owners
-                    .iter()
-                    .find(|(m, owner)| *m == endpoint.method && *owner != name)
-                {
-                    return Err(DeployError::RouteConflict {
-                        method: endpoint.method,
-                        route: endpoint.route.clone(),
-                        owner: owner.clone(),
-                    });
-                }
-            }
-        }
+        self.check_routes_free(&name, &spec.spec.endpoints)?;
 
         let digest = VersionRecord::deployment_digest(&request.spec, &model, module.as_ref());
         if let Some(current) = self.function(&name) {
@@ -343,11 +334,7 @@ impl Host {
             created_at: now_unix(),
         };
         // Load everything before touching what is serving: a failure here changes nothing.
-        let host = self.clone();
-        let to_load = record.clone();
-        let function = tokio::task::spawn_blocking(move || LoadedFunction::load(to_load, &host))
-            .await
-            .map_err(|e| DeployError::Module(format!("loading panicked: {e}")))??;
+        let function = self.load(record.clone()).await?;
 
         self.store.save_version(&record)?;
         if let Some(artifact) = uploaded_model {
@@ -360,6 +347,77 @@ impl Host {
         self.store.activate(&name, record.version)?;
         let function = self.activate(function);
         tracing::info!(function = %name, version = record.version, digest = %record.digest, "deployed");
+        Ok(self.outcome(&function, false))
+    }
+
+    /// Refuses routes that another function serves.
+    fn check_routes_free(
+        &self,
+        name: &str,
+        endpoints: &[aifn_spec::Endpoint],
+    ) -> Result<(), DeployError> {
+        for endpoint in endpoints {
+            if let Some(owners) = self.routes.get(&endpoint.route) {
+                if let Some((_, owner)) = owners
+                    .iter()
+                    .find(|(m, owner)| *m == endpoint.method && owner != name)
+                {
+                    return Err(DeployError::RouteConflict {
+                        method: endpoint.method,
+                        route: endpoint.route.clone(),
+                        owner: owner.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a version off the async workers (sessions, module compilation).
+    async fn load(self: &Arc<Self>, record: VersionRecord) -> Result<LoadedFunction, DeployError> {
+        let host = self.clone();
+        tokio::task::spawn_blocking(move || LoadedFunction::load(record, &host))
+            .await
+            .map_err(|e| DeployError::Module(format!("loading panicked: {e}")))?
+            .map_err(DeployError::from)
+    }
+
+    /// Puts an earlier version back in service: `to`, or the newest version older than the one
+    /// serving. Requests in flight finish on the version they started on; none fails.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        name: &str,
+        to: Option<u64>,
+    ) -> Result<DeployOutcome, DeployError> {
+        let _guard = self.deploy_lock.lock().await;
+        let current = self
+            .function(name)
+            .ok_or_else(|| DeployError::NotFound(name.to_string()))?;
+        let versions = self.store.versions(name)?;
+        let target = match to {
+            Some(version) => versions
+                .into_iter()
+                .find(|r| r.version == version)
+                .ok_or(DeployError::NoSuchVersion(name.to_string(), version))?,
+            None => versions
+                .into_iter()
+                .rev()
+                .find(|r| r.version < current.version())
+                .ok_or(DeployError::NothingToRollBackTo(
+                    name.to_string(),
+                    current.version(),
+                ))?,
+        };
+        if target.version == current.version() {
+            return Ok(self.outcome(&current, true));
+        }
+        let spec = aifn_spec::parse(&target.spec_yaml).map_err(DeployError::Spec)?;
+        self.check_routes_free(name, &spec.spec.endpoints)?;
+        let function = self.load(target).await?;
+        self.store.activate(name, function.version())?;
+        let from = current.version();
+        let function = self.activate(function);
+        tracing::info!(function = %name, from, to = function.version(), "rolled back");
         Ok(self.outcome(&function, false))
     }
 

@@ -72,6 +72,21 @@ pub(super) async fn handle(
                 &json!({ "name": name, "deleted_version": version }),
             ))
         }
+        (&Method::POST, ["functions", name, "rollback"]) => {
+            #[derive(Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct Rollback {
+                to: Option<u64>,
+            }
+            let body = read_body(request, MAX_ADMIN_JSON).await?;
+            let rollback: Rollback = if body.is_empty() {
+                Rollback::default()
+            } else {
+                parse_json(&body)?
+            };
+            let outcome = host.rollback(name, rollback.to).await?;
+            Ok(json_response(StatusCode::OK, &json!(outcome)))
+        }
         (&Method::GET, ["functions", name, "versions"]) => {
             let versions: Vec<_> = host
                 .store

@@ -245,7 +245,12 @@ impl From<DeployError> for ApiError {
             DeployError::RouteConflict { .. } => {
                 ApiError::new(S::CONFLICT, "route_conflict", message)
             }
-            DeployError::NotFound(_) => ApiError::not_found(message),
+            DeployError::NotFound(_) | DeployError::NoSuchVersion(..) => {
+                ApiError::not_found(message)
+            }
+            DeployError::NothingToRollBackTo(..) => {
+                ApiError::new(S::CONFLICT, "no_older_version", message)
+            }
             DeployError::Store(e) => e.into(),
         }
     }
