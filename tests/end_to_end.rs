@@ -576,6 +576,13 @@ fn aifn_up_serves_a_function_in_one_process() {
     let _ = child.kill();
     let _ = child.wait();
     assert!((churn_probability(&reply) - expected).abs() < 1e-5);
+    // Without --admin-token the host made one, readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("state/admin-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
 
 #[test]

@@ -538,13 +538,18 @@ fn admin_token_from(store: &Store) -> anyhow::Result<String> {
         }
     }
     let token = hex::encode(rand::random::<[u8; 24]>());
-    crate::store::write_atomically(&path, token.as_bytes())?;
+    // Written owner-only from the start, then renamed into place: never readable by others.
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("restricting {}", path.display()))?;
-    }
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    std::io::Write::write_all(&mut file, token.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("creating {}", path.display()))?;
     tracing::info!(path = %path.display(), "created the admin token");
     Ok(token)
 }
