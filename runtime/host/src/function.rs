@@ -44,8 +44,9 @@ pub struct LoadedFunction {
     pub pool: InstancePool,
     /// One per endpoint, in the spec's order.
     pub endpoints: Vec<EndpointPolicy>,
-    /// The `X-Aifn-Function` header every answer carries.
+    /// The `X-Aifn-Function` and `X-Aifn-Version` headers every answer carries.
     pub name_header: hyper::header::HeaderValue,
+    pub version_header: hyper::header::HeaderValue,
 }
 
 impl LoadedFunction {
@@ -147,6 +148,7 @@ impl LoadedFunction {
             .iter()
             .map(|e| EndpointPolicy::new(&record.name, e, &host.limiters, &host.metrics))
             .collect();
+        let record_version = record.version;
         let name_header = hyper::header::HeaderValue::from_str(&record.name)
             .expect("function names are header-safe");
         Ok(LoadedFunction {
@@ -157,6 +159,7 @@ impl LoadedFunction {
             pool,
             endpoints,
             name_header,
+            version_header: hyper::header::HeaderValue::from(record_version),
         })
     }
 

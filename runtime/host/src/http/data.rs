@@ -95,9 +95,8 @@ pub(super) async fn endpoint(
         };
         let mut served = match &policy.cache {
             Some(cache) if !no_cache => {
-                let key = cache.key(function.record.digest.hex(), &path, &admitted.caller, &body);
                 let run = async {
-                    let reply = invoke(&host, &function, work(body))
+                    let reply = invoke(&host, &function, work(body.clone()))
                         .await
                         .map_err(NotStored::Error)?;
                     if (200..300).contains(&reply.status) {
@@ -114,7 +113,11 @@ pub(super) async fn endpoint(
                         }))
                     }
                 };
-                let (reply, lookup) = match cache.get_or_run(key, run).await {
+                let digest = function.record.digest.hex();
+                let found = cache
+                    .lookup_or_run(digest, &path, &admitted.caller, &body, run)
+                    .await;
+                let (reply, lookup) = match found {
                     Ok(found) => found,
                     // Shared with every request that waited on the same run.
                     Err(shared) => match &*shared {
@@ -336,7 +339,7 @@ fn finish(
     };
     let headers = response.headers_mut();
     headers.insert("x-aifn-function", function.name_header.clone());
-    headers.insert("x-aifn-version", HeaderValue::from(function.version()));
+    headers.insert("x-aifn-version", function.version_header.clone());
     let status = response.status().as_u16();
     match endpoint_metrics {
         Some(metrics) => metrics.answered(status, started.elapsed()),

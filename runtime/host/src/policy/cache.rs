@@ -70,7 +70,26 @@ impl ResponseCache {
         }
     }
 
+    /// The key of a request whose body means the same as `body` (JSON canonicalised).
     pub fn key(&self, version_digest: &str, route: &str, caller: &Caller, body: &[u8]) -> [u8; 32] {
+        self.hash(
+            version_digest,
+            route,
+            caller,
+            b"json",
+            &canonical_body(body),
+        )
+    }
+
+    /// `form` keeps exact-bytes keys and canonical keys apart.
+    fn hash(
+        &self,
+        version_digest: &str,
+        route: &str,
+        caller: &Caller,
+        form: &[u8],
+        body: &[u8],
+    ) -> [u8; 32] {
         let mut hasher = Sha256::new();
         hasher.update(version_digest.as_bytes());
         hasher.update(b"\0");
@@ -80,8 +99,35 @@ impl ResponseCache {
             hasher.update(caller.key().as_bytes());
         }
         hasher.update(b"\0");
-        hasher.update(canonical_body(body));
+        hasher.update(form);
+        hasher.update(b"\0");
+        hasher.update(body);
         hasher.finalize().into()
+    }
+
+    /// Looks a request up: first by its exact bytes (no parsing: the common case of a client
+    /// repeating itself), then by its canonical form, running `run` on a miss. The exact bytes are
+    /// then remembered as an alias of the canonical entry (with its own `ttl`).
+    pub async fn lookup_or_run<E, F>(
+        &self,
+        version_digest: &str,
+        route: &str,
+        caller: &Caller,
+        body: &[u8],
+        run: F,
+    ) -> Result<(Arc<CachedReply>, Lookup), Arc<E>>
+    where
+        F: Future<Output = Result<CachedReply, E>>,
+        E: Send + Sync + 'static,
+    {
+        let exact = self.hash(version_digest, route, caller, b"raw", body);
+        if let Some(found) = self.entries.get(&exact).await {
+            return Ok((found, Lookup::Hit));
+        }
+        let canonical = self.key(version_digest, route, caller, body);
+        let found = self.get_or_run(canonical, run).await?;
+        self.entries.insert(exact, found.0.clone()).await;
+        Ok(found)
     }
 
     /// The cached answer, or the one `run` produces (stored only when it is a success). Concurrent
