@@ -44,20 +44,10 @@ fn rate_limits_count_per_caller_answer_429_with_headers_and_survive_redeploys() 
     let dir = temp_dir("rate-limit");
     let host = TestHost::start(&dir.join("state"));
     let endpoint = "      auth: api_key\n      rate_limit: {requests_per_second: 0.1, burst: 3}";
-    host.cli_ok(&[
-        "deploy",
-        spec_with(&dir, "f.yaml", endpoint, &[]).to_str().unwrap(),
-    ]);
+    host.deploy(&spec_with(&dir, "f.yaml", endpoint, &[]));
     let alice = host.new_key("churn-predictor");
     let bob = host.new_key("churn-predictor");
-    let call = |key: &str| {
-        request(
-            &host.url("/v1/churn"),
-            "POST",
-            customer().as_bytes(),
-            &[("x-api-key", key)],
-        )
-    };
+    let call = |key: &str| host.post_with_key("/v1/churn", &customer(), key);
 
     for remaining in ["2", "1", "0"] {
         let reply = call(&alice);
@@ -153,10 +143,7 @@ fn the_cache_answers_repeats_never_crosses_versions_or_callers_and_runs_once_for
     let dir = temp_dir("cache");
     let host = TestHost::start(&dir.join("state"));
     let endpoint = "      auth: api_key\n      cache: {ttl: 60s, max_entries: 100, max_bytes: 1Mi}";
-    host.cli_ok(&[
-        "deploy",
-        spec_with(&dir, "f.yaml", endpoint, &[]).to_str().unwrap(),
-    ]);
+    host.deploy(&spec_with(&dir, "f.yaml", endpoint, &[]));
     let key = host.new_key("churn-predictor");
     let call = |body: &str, extra: &[(&str, &str)]| {
         let mut headers = vec![("x-api-key", key.as_str())];
@@ -255,20 +242,10 @@ fn per_caller_caches_keep_callers_apart() {
     let dir = temp_dir("cache-per-caller");
     let host = TestHost::start(&dir.join("state"));
     let endpoint = "      auth: api_key\n      cache: {ttl: 60s, per_caller: true}";
-    host.cli_ok(&[
-        "deploy",
-        spec_with(&dir, "f.yaml", endpoint, &[]).to_str().unwrap(),
-    ]);
+    host.deploy(&spec_with(&dir, "f.yaml", endpoint, &[]));
     let alice = host.new_key("churn-predictor");
     let bob = host.new_key("churn-predictor");
-    let call = |key: &str| {
-        request(
-            &host.url("/v1/churn"),
-            "POST",
-            customer().as_bytes(),
-            &[("x-api-key", key)],
-        )
-    };
+    let call = |key: &str| host.post_with_key("/v1/churn", &customer(), key);
     assert_eq!(call(&alice).header("x-cache"), Some("miss"));
     assert_eq!(call(&alice).header("x-cache"), Some("hit"));
     assert_eq!(
@@ -304,10 +281,7 @@ fn jwt_endpoints_check_signature_issuer_audience_and_expiry() {
     );
     let endpoint =
         "      auth: jwt\n      jwt: {issuer: https://auth.example.test/, audience: aifn-tests}";
-    host.cli_ok(&[
-        "deploy",
-        spec_with(&dir, "f.yaml", endpoint, &[]).to_str().unwrap(),
-    ]);
+    host.deploy(&spec_with(&dir, "f.yaml", endpoint, &[]));
 
     let pem = std::fs::read(repo().join("tests/fixtures/jwt/test-rsa-private.pem")).unwrap();
     let rsa = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();

@@ -289,6 +289,16 @@ impl TestHost {
             .to_string()
     }
 
+    /// POSTs `body` to `path` with an API key.
+    pub fn post_with_key(&self, path: &str, body: &str, key: &str) -> Reply {
+        request(
+            &self.url(path),
+            "POST",
+            body.as_bytes(),
+            &[("x-api-key", key)],
+        )
+    }
+
     /// Deploys a spec file and returns what the CLI printed.
     pub fn deploy(&self, spec: &Path) -> String {
         self.cli_ok(&["deploy", spec.to_str().unwrap()])

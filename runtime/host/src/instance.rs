@@ -133,10 +133,6 @@ impl InstancePool {
         }
     }
 
-    pub fn replicas(&self) -> usize {
-        self.replicas
-    }
-
     pub fn queue_depth(&self) -> usize {
         self.sender.len()
     }

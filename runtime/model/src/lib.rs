@@ -32,7 +32,6 @@ pub enum ModelError {
 #[derive(Clone)]
 pub struct OnnxRuntime {
     env: ort::environment::Environment,
-    library: PathBuf,
 }
 
 impl OnnxRuntime {
@@ -47,14 +46,7 @@ impl OnnxRuntime {
             .with_name("aifn")
             .build()
             .map_err(|e| err(e.to_string()))?;
-        Ok(OnnxRuntime {
-            env,
-            library: library.to_path_buf(),
-        })
-    }
-
-    pub fn library(&self) -> &Path {
-        &self.library
+        Ok(OnnxRuntime { env })
     }
 
     /// Creates a session for one worker. `threads` is ONNX Runtime's intra-op thread count.
