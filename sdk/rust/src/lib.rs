@@ -34,7 +34,9 @@ pub mod bindings {
 
 #[doc(hidden)]
 pub use bindings::__export_function;
-pub use bindings::aifn::function::types::{Error, ErrorKind, Request, Response, Tensor, TensorData};
+pub use bindings::aifn::function::types::{
+    Error, ErrorKind, Request, Response, Tensor, TensorData,
+};
 /// Implement this for your function type, then call [`export!`].
 pub use bindings::Guest as Function;
 
@@ -87,25 +89,53 @@ impl Error {
 
 impl Tensor {
     pub fn f32(name: impl Into<String>, shape: Vec<u32>, data: Vec<f32>) -> Tensor {
-        Tensor { name: name.into(), shape, data: TensorData::F32(data) }
+        Tensor {
+            name: name.into(),
+            shape,
+            data: TensorData::F32(data),
+        }
     }
     pub fn f64(name: impl Into<String>, shape: Vec<u32>, data: Vec<f64>) -> Tensor {
-        Tensor { name: name.into(), shape, data: TensorData::F64(data) }
+        Tensor {
+            name: name.into(),
+            shape,
+            data: TensorData::F64(data),
+        }
     }
     pub fn i32(name: impl Into<String>, shape: Vec<u32>, data: Vec<i32>) -> Tensor {
-        Tensor { name: name.into(), shape, data: TensorData::I32(data) }
+        Tensor {
+            name: name.into(),
+            shape,
+            data: TensorData::I32(data),
+        }
     }
     pub fn i64(name: impl Into<String>, shape: Vec<u32>, data: Vec<i64>) -> Tensor {
-        Tensor { name: name.into(), shape, data: TensorData::I64(data) }
+        Tensor {
+            name: name.into(),
+            shape,
+            data: TensorData::I64(data),
+        }
     }
     pub fn u8(name: impl Into<String>, shape: Vec<u32>, data: Vec<u8>) -> Tensor {
-        Tensor { name: name.into(), shape, data: TensorData::U8(data) }
+        Tensor {
+            name: name.into(),
+            shape,
+            data: TensorData::U8(data),
+        }
     }
     pub fn bool(name: impl Into<String>, shape: Vec<u32>, data: Vec<bool>) -> Tensor {
-        Tensor { name: name.into(), shape, data: TensorData::Bool(data) }
+        Tensor {
+            name: name.into(),
+            shape,
+            data: TensorData::Bool(data),
+        }
     }
     pub fn string(name: impl Into<String>, shape: Vec<u32>, data: Vec<String>) -> Tensor {
-        Tensor { name: name.into(), shape, data: TensorData::String(data) }
+        Tensor {
+            name: name.into(),
+            shape,
+            data: TensorData::String(data),
+        }
     }
 
     pub fn as_f32(&self) -> Option<&[f32]> {
@@ -154,7 +184,8 @@ impl Request {
     /// Parses the body as JSON; a malformed body is the caller's fault (400).
     #[cfg(feature = "json")]
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_slice(&self.body).map_err(|e| Error::bad_request(format!("invalid JSON body: {e}")))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Error::bad_request(format!("invalid JSON body: {e}")))
     }
 }
 
@@ -162,7 +193,8 @@ impl Response {
     /// A 200 response with a JSON body.
     #[cfg(feature = "json")]
     pub fn json<T: serde::Serialize>(value: &T) -> Result<Response, Error> {
-        let body = serde_json::to_vec(value).map_err(|e| Error::internal(format!("encoding the response: {e}")))?;
+        let body = serde_json::to_vec(value)
+            .map_err(|e| Error::internal(format!("encoding the response: {e}")))?;
         Ok(Response {
             status: 200,
             content_type: "application/json".into(),
