@@ -47,6 +47,14 @@ fi
 log "fetching pretrained models (scripts/fetch_models.py)"
 .venv/bin/python scripts/fetch_models.py
 
+# The sentiment model is the embedder's model plus the committed classifier head (head.json).
+sentiment=functions/sentiment-analyzer/model
+if [ ! -f $sentiment/sentiment.onnx ] || [ $sentiment/head.json -nt $sentiment/sentiment.onnx ] \
+   || [ $sentiment/build.py -nt $sentiment/sentiment.onnx ]; then
+  log "building the sentiment model ($sentiment/build.py)"
+  .venv/bin/python $sentiment/build.py
+fi
+
 # Models are small and committed with the scripts that make them; remake any that are missing.
 if [ ! -f functions/churn-predictor/model/churn.onnx ]; then
   log "training the churn model"

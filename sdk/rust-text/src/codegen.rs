@@ -11,6 +11,16 @@ const REQUIRED: [&str; 4] = ["[UNK]", "[CLS]", "[SEP]", "[PAD]"];
 /// Tokens matched literally in the input before normalisation (`added_tokens` in `tokenizer.json`).
 const SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
+/// The whole `build.rs` of a module: makes `$OUT_DIR/vocab.rs` from `vocab_txt` (relative to the
+/// module's manifest) and rebuilds when it changes.
+pub fn build_vocab(vocab_txt: &str) {
+    println!("cargo:rerun-if-changed={vocab_txt}");
+    let out_dir = std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo for build scripts");
+    if let Err(e) = write_vocab_table(vocab_txt, Path::new(&out_dir).join("vocab.rs")) {
+        panic!("{e}");
+    }
+}
+
 /// Reads `vocab_txt` and writes Rust source defining `static VOCAB: aifn_text::Vocab` to `out_rs`.
 pub fn write_vocab_table(
     vocab_txt: impl AsRef<Path>,

@@ -1,7 +1,7 @@
 //! Helpers for text functions built with the Rust SDK: the request's texts in, the model's
 //! inputs out, and what postprocess needs to know about the request.
 
-use crate::Encoding;
+use crate::{BertTokenizer, Encoding};
 use aifn_sdk::{Error, Request, Tensor};
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -24,6 +24,22 @@ struct Body {
 enum Inputs {
     One(String),
     Many(Vec<String>),
+}
+
+/// The whole preprocess of a BERT text function: reads the texts, tokenizes them into one padded
+/// batch, remembers the request's shape for postprocess and returns the model's inputs.
+pub fn tokenize_request(
+    req: &Request,
+    tokenizer: &BertTokenizer,
+    max_texts: usize,
+) -> Result<Vec<Tensor>, Error> {
+    let texts = read_texts(req, max_texts)?;
+    let encoding = tokenizer.encode_batch(&texts.texts);
+    remember(RequestShape {
+        batch: texts.batch,
+        lengths: encoding.lengths.clone(),
+    });
+    Ok(model_inputs(encoding))
 }
 
 /// Reads `{"inputs": ...}`; anything else, an empty list or more than `max_texts` is a 400.

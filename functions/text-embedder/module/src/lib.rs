@@ -7,7 +7,7 @@
 //! `{"embeddings": [[...], ...], "dimension": 384, "tokens": [n, ...]}`.
 
 use aifn_sdk::{output, Error, Function, Request, Response, Tensor};
-use aifn_text::function::{check_rows, model_inputs, read_texts, recall, remember, RequestShape};
+use aifn_text::function::{check_rows, recall, tokenize_request};
 use aifn_text::{mean_pool_normalize, BertTokenizer};
 use serde::Serialize;
 
@@ -36,13 +36,7 @@ struct TextEmbedder;
 
 impl Function for TextEmbedder {
     fn preprocess(req: Request) -> Result<Vec<Tensor>, Error> {
-        let texts = read_texts(&req, MAX_TEXTS)?;
-        let encoding = TOKENIZER.encode_batch(&texts.texts);
-        remember(RequestShape {
-            batch: texts.batch,
-            lengths: encoding.lengths.clone(),
-        });
-        Ok(model_inputs(encoding))
+        tokenize_request(&req, &TOKENIZER, MAX_TEXTS)
     }
 
     fn postprocess(_req: Request, outputs: Vec<Tensor>) -> Result<Option<Response>, Error> {
