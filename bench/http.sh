@@ -46,8 +46,9 @@ run() { # name path body connections threads
   printf '| %s | %s | %.0f | %.1f | %.1f | %s |\n' "$1" "$4" "$rps" "$p50" "$p99" "${errors:-0}"
 }
 
+echo "$v2" > "$work/v2.json"
 raw=$(cargo run --quiet --release -p aifn-model --example raw_onnx_latency -- \
-  functions/churn-predictor/model/churn.onnx features 1 6 20000)
+  functions/churn-predictor/model/churn.onnx "$work/v2.json" 20000)
 raw_p50=$(echo "$raw" | sed -n 's/.*p50_us=\([0-9.]*\).*/\1/p')
 raw_p99=$(echo "$raw" | sed -n 's/.*p99_us=\([0-9.]*\).*/\1/p')
 

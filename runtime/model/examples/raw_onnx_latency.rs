@@ -1,46 +1,38 @@
-//! Baseline for the HTTP benchmark: the same model run in-process through ONNX Runtime, no HTTP, no
-//! WASM. Prints p50/p99 in microseconds.
+//! Baseline for the HTTP benchmarks: a model run in-process through ONNX Runtime (one intra-op
+//! thread, as a host instance runs it), no HTTP, no WASM. The inputs are an Open Inference
+//! Protocol v2 request body, the same one the host's `/v2/models/{name}/infer` takes. Prints p50/p99
+//! in microseconds.
 //!
-//! cargo run --release -p aifn-model --example raw_onnx_latency -- MODEL.onnx INPUT_NAME ROWS COLS [ITERATIONS]
+//! cargo run --release -p aifn-model --example raw_onnx_latency -- MODEL.onnx V2_REQUEST.json [ITERATIONS]
 
-use aifn_tensor::{Tensor, TensorData};
 use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() < 5 {
-        eprintln!("usage: raw_onnx_latency MODEL.onnx INPUT_NAME ROWS COLS [ITERATIONS]");
+    if args.len() < 3 {
+        eprintln!("usage: raw_onnx_latency MODEL.onnx V2_REQUEST.json [ITERATIONS]");
         std::process::exit(2);
     }
-    let (model, input) = (&args[1], &args[2]);
-    let rows: usize = args[3].parse().expect("ROWS");
-    let cols: usize = args[4].parse().expect("COLS");
     let iterations: usize = args
-        .get(5)
+        .get(3)
         .map_or(20_000, |n| n.parse().expect("ITERATIONS"));
+    let request = std::fs::read(&args[2]).expect("v2 request file");
+    let inputs = aifn_tensor::decode_v2_request(&request).unwrap_or_else(|e| panic!("{e}"));
 
     let library = aifn_model::locate_onnxruntime().unwrap_or_else(|e| panic!("{e}"));
     let runtime = aifn_model::OnnxRuntime::init(&library).expect("ONNX Runtime");
-    let bytes = std::fs::read(model).expect("model file");
+    let bytes = std::fs::read(&args[1]).expect("model file");
     let mut session = runtime.load(&bytes, 1).expect("model");
-    let data: Vec<f32> = (0..rows * cols).map(|i| (i % 7) as f32).collect();
-    let make = || {
-        Tensor::new(
-            input.clone(),
-            vec![rows, cols],
-            TensorData::F32(data.clone()),
-        )
-        .unwrap()
-    };
 
-    for _ in 0..1000 {
-        session.run(vec![make()]).unwrap();
+    let warmup = (iterations / 10).clamp(10, 1000);
+    for _ in 0..warmup {
+        session.run(inputs.clone()).unwrap();
     }
     let mut micros: Vec<f64> = (0..iterations)
         .map(|_| {
-            let tensor = make();
+            let tensors = inputs.clone();
             let started = Instant::now();
-            session.run(vec![tensor]).unwrap();
+            session.run(tensors).unwrap();
             started.elapsed().as_secs_f64() * 1e6
         })
         .collect();

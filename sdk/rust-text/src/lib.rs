@@ -26,4 +26,4 @@ mod vocab;
 
 pub use bert::{BertTokenizer, Encoding};
 pub use pooling::mean_pool_normalize;
-pub use vocab::Vocab;
+pub use vocab::{Table, Vocab};
