@@ -8,69 +8,13 @@ mod support;
 
 use aifn_guest::{CallLimits, GuestEngine, GuestRequest};
 use aifn_tensor::TensorData;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
 use support::*;
 
 const MODULE: &str =
     "functions/text-embedder/module/target/wasm32-wasip2/release/text_embedder.wasm";
 const SPEC: &str = "functions/text-embedder/function.yaml";
-
-struct Case {
-    text: String,
-    ids: Vec<i64>,
-    embedding: Vec<f32>,
-}
-
-fn reference() -> Vec<Case> {
-    let path = repo().join("functions/text-embedder/tests/reference.json");
-    let doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let cases: Vec<Case> = doc["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            text: c["text"].as_str().unwrap().to_string(),
-            ids: c["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_i64().unwrap())
-                .collect(),
-            embedding: c["embedding_e4"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32 * 1e-4)
-                .collect(),
-        })
-        .collect();
-    assert!(
-        cases.len() >= 200,
-        "the reference corpus has {} texts",
-        cases.len()
-    );
-    cases
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
-}
-
-fn floats(value: &Value) -> Vec<f32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect()
-}
 
 #[test]
 fn token_ids_equal_the_reference_tokenizer() {

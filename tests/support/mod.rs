@@ -188,7 +188,13 @@ pub fn request(url: &str, method: &str, body: &[u8], headers: &[(&str, &str)]) -
 /// Writes a copy of the churn predictor's spec into `dir`, with model and module paths made
 /// absolute and `edits` (pairs of text to replace) applied.
 pub fn churn_spec(dir: &Path, file: &str, edits: &[(&str, &str)]) -> PathBuf {
-    let function = repo().join("functions/churn-predictor");
+    bundled_spec("churn-predictor", dir, file, edits)
+}
+
+/// Writes a copy of a bundled function's spec into `dir`, with model and module paths made
+/// absolute and `edits` (pairs of text to replace) applied.
+pub fn bundled_spec(name: &str, dir: &Path, file: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let function = repo().join("functions").join(name);
     let mut text = std::fs::read_to_string(function.join("function.yaml")).unwrap();
     text = text.replace(
         "path: model/",
@@ -201,7 +207,7 @@ pub fn churn_spec(dir: &Path, file: &str, edits: &[(&str, &str)]) -> PathBuf {
     for (from, to) in edits {
         assert!(
             text.contains(from),
-            "the churn spec has no `{from}` to edit"
+            "the {name} spec has no `{from}` to edit"
         );
         text = text.replace(from, to);
     }
@@ -303,4 +309,61 @@ impl TestHost {
     pub fn deploy(&self, spec: &Path) -> String {
         self.cli_ok(&["deploy", spec.to_str().unwrap()])
     }
+}
+
+/// One text of the text-embedder's reference (functions/text-embedder/tests/reference.json).
+pub struct Case {
+    pub text: String,
+    pub ids: Vec<i64>,
+    pub embedding: Vec<f32>,
+}
+
+pub fn reference() -> Vec<Case> {
+    let path = repo().join("functions/text-embedder/tests/reference.json");
+    let doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let cases: Vec<Case> = doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            text: c["text"].as_str().unwrap().to_string(),
+            ids: c["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect(),
+            embedding: c["embedding_e4"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32 * 1e-4)
+                .collect(),
+        })
+        .collect();
+    assert!(
+        cases.len() >= 200,
+        "the reference corpus has {} texts",
+        cases.len()
+    );
+    cases
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+pub fn floats(value: &Value) -> Vec<f32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! A function version loaded and ready to serve: its spec, model signature and instances.
 
 use crate::host::Host;
-use crate::instance::{Identity, InstancePool};
+use crate::instance::{Batching, Identity, InstancePool};
 use crate::policy::EndpointPolicy;
 use crate::store::{StoreError, VersionRecord};
 use aifn_guest::{CallLimits, LoadError};
@@ -20,6 +20,8 @@ pub enum LoadFunctionError {
     Model { id: String, source: ModelError },
     #[error("module: {0}")]
     Module(#[from] LoadError),
+    #[error("spec.scaling.max_batch_size: {0}")]
+    Batching(String),
     #[error("endpoint {0} uses `auth: jwt`, but this host has no key to verify tokens: start it with --jwt-secret or --jwt-jwks")]
     NoJwtKeys(String),
 }
@@ -33,6 +35,9 @@ pub struct Placement {
     pub note: Option<String>,
     pub replicas: usize,
     pub threads_per_replica: usize,
+    /// Most requests merged into one inference (1: no batching), and whether shapes are padded.
+    pub max_batch_size: usize,
+    pub batch_padding: bool,
     pub execution: String,
 }
 
@@ -92,6 +97,7 @@ impl LoadedFunction {
             .collect::<Result<Vec<_>, _>>()
             .map_err(model_err)?;
         let signature = sessions[0].signature().clone();
+        let batching = batching(&spec.spec.scaling, &signature)?;
 
         let module = match &record.module {
             Some(artifact) => {
@@ -127,6 +133,8 @@ impl LoadedFunction {
             }),
             replicas,
             threads_per_replica: threads,
+            max_batch_size: batching.max_size,
+            batch_padding: batching.pad,
             execution: spec.spec.model.runtime.execution_note(),
         };
         if let Some(note) = &placement.note {
@@ -141,7 +149,7 @@ impl LoadedFunction {
             Some(max) => (max as usize).saturating_sub(replicas),
             None => replicas * config.queue_per_instance,
         };
-        let pool = InstancePool::start(identity, sessions, module, queue);
+        let pool = InstancePool::start(identity, sessions, module, queue, batching);
         let endpoints = spec
             .spec
             .endpoints
@@ -177,4 +185,32 @@ impl LoadedFunction {
             .iter()
             .find(|e| e.route == route && e.method.as_str() == method)
     }
+}
+
+/// Dynamic batching as the spec asks, if the model can take it: every input and output must have
+/// a first dimension of any size (the batch).
+fn batching(
+    scaling: &aifn_spec::Scaling,
+    signature: &Signature,
+) -> Result<Batching, LoadFunctionError> {
+    if scaling.max_batch_size <= 1 {
+        return Ok(Batching::OFF);
+    }
+    let ports = signature
+        .inputs
+        .iter()
+        .map(|p| ("input", p))
+        .chain(signature.outputs.iter().map(|p| ("output", p)));
+    for (role, port) in ports {
+        if port.shape.first().is_none_or(|&d| d >= 0) {
+            return Err(LoadFunctionError::Batching(format!(
+                "the model's {role} `{}` has shape {:?}, without a batch dimension of any size first; set max_batch_size to 1 or export the model with a dynamic batch axis",
+                port.name, port.shape
+            )));
+        }
+    }
+    Ok(Batching {
+        max_size: scaling.max_batch_size as usize,
+        pad: scaling.batch_padding == aifn_spec::BatchPadding::Zeros,
+    })
 }

@@ -1,13 +1,13 @@
 //! Instances: the threads that run a function version's requests.
 //!
 //! An instance is one worker thread that owns an ONNX Runtime session and runs, for each request,
-//! the WASM preprocessing, the model and the postprocessing. Tokio tasks hand work over through a
-//! bounded channel and wait on a oneshot reply, so inference never blocks the async workers, and a
-//! full queue is refused at once (backpressure) instead of buffering without end.
+//! the WASM preprocessing, the model and the postprocessing. Tokio tasks hand work to an idle
+//! instance (or a bounded queue) and wait on a oneshot reply, so inference never blocks the async
+//! workers, and a full queue is refused at once (backpressure) instead of buffering without end.
 
-use aifn_guest::{GuestError, GuestModule, GuestRequest};
-use aifn_model::{ModelError, ModelSession};
-use aifn_tensor::{encode_v2_response, Tensor};
+use aifn_guest::{GuestCall, GuestError, GuestModule, GuestRequest};
+use aifn_model::{ModelError, ModelSession, Signature};
+use aifn_tensor::{batch, encode_v2_response, Tensor};
 use bytes::Bytes;
 use crossbeam_channel::{SendError, Sender};
 use std::collections::VecDeque;
@@ -40,6 +40,8 @@ pub struct Reply {
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Timings {
+    /// Requests in the inference this one was part of (1 without batching).
+    pub batch_size: usize,
     pub queued: Duration,
     pub preprocess: Duration,
     pub inference: Duration,
@@ -124,6 +126,15 @@ impl Dispatch {
     }
 }
 
+impl Dispatch {
+    /// Up to `max` jobs that are waiting now, oldest first: the rest of a batch.
+    fn take_queued(&self, max: usize) -> Vec<Job> {
+        let mut state = self.state.lock().expect("dispatch lock");
+        let n = max.min(state.queue.len());
+        state.queue.drain(..n).collect()
+    }
+}
+
 enum NextJob {
     Run(Job),
     Wait,
@@ -137,6 +148,7 @@ impl InstancePool {
         sessions: Vec<ModelSession>,
         module: Option<GuestModule>,
         queue_capacity: usize,
+        batching: Batching,
     ) -> InstancePool {
         let replicas = sessions.len();
         let dispatch = Arc::new(Dispatch {
@@ -153,6 +165,7 @@ impl InstancePool {
                 identity: identity.clone(),
                 session,
                 module: module.clone(),
+                batching,
             };
             std::thread::Builder::new()
                 .name(format!("{}-v{}-{index}", identity.name, identity.version))
@@ -168,7 +181,12 @@ impl InstancePool {
                                 Err(_) => break,
                             },
                         };
-                        instance.serve(job);
+                        // Requests that queued up meanwhile join this one's inference.
+                        let mut batch = vec![job];
+                        if batching.max_size > 1 {
+                            batch.extend(dispatch.take_queued(batching.max_size - 1));
+                        }
+                        instance.serve(batch);
                     }
                     tracing::debug!(function = %instance.identity.name, version = instance.identity.version, "instance stopped");
                 })
@@ -247,105 +265,267 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// Dynamic batching: how many requests an instance may merge into one inference.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// 1 turns batching off.
+    pub max_size: usize,
+    /// Whether inputs that differ beyond the batch dimension are zero-padded to merge.
+    pub pad: bool,
+}
+
+impl Batching {
+    pub const OFF: Batching = Batching {
+        max_size: 1,
+        pad: false,
+    };
+}
+
 struct Instance {
     identity: Identity,
     session: ModelSession,
     module: Option<GuestModule>,
+    batching: Batching,
+}
+
+/// A request after preprocessing: the model inputs, and the module instance that will
+/// postprocess its outputs.
+struct Prepared<'m> {
+    reply: oneshot::Sender<Result<Reply, InvokeError>>,
+    call: Option<GuestCall<'m>>,
+    inputs: Vec<Tensor>,
+    timings: Timings,
 }
 
 impl Instance {
-    /// Runs one job and sends its reply, unless the caller gave up while it was queued.
-    fn serve(&mut self, job: Job) {
-        if job.reply.is_closed() {
+    /// Serves one request, or several in one inference: each is preprocessed in its own module
+    /// instance, the model runs once on the merged inputs (or once per request when they cannot
+    /// be merged), and each is postprocessed in its own module instance and answered.
+    fn serve(&mut self, jobs: Vec<Job>) {
+        let Instance {
+            identity,
+            session,
+            module,
+            batching,
+        } = self;
+        let mut prepared = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if job.reply.is_closed() {
+                continue; // the caller gave up while the job was queued
+            }
+            let queued = job.enqueued.elapsed();
+            let result = guarded(|| prepare(module.as_ref(), session.signature(), job.work));
+            match result {
+                Ok((call, inputs, preprocess)) => prepared.push(Prepared {
+                    reply: job.reply,
+                    call,
+                    inputs,
+                    timings: Timings {
+                        queued,
+                        preprocess,
+                        ..Timings::default()
+                    },
+                }),
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+        }
+        if prepared.is_empty() {
             return;
         }
-        let queued = job.enqueued.elapsed();
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.run(job.work)))
-            .unwrap_or_else(|panic| Err(InvokeError::Panic(panic_message(&panic))))
-            .map(|mut reply| {
-                reply.timings.queued = queued;
-                reply
-            });
-        let _ = job.reply.send(result);
-    }
 
-    fn run(&mut self, work: Work) -> Result<Reply, InvokeError> {
-        let mut timings = Timings::default();
-        match (work, &self.module) {
-            (
-                Work::Endpoint {
-                    route,
-                    method,
-                    headers,
-                    body,
-                },
-                Some(module),
-            ) => {
-                let started = Instant::now();
-                let mut call = module.start()?;
-                let inputs = call.preprocess(GuestRequest {
-                    route: &route,
-                    method: &method,
-                    headers,
-                    body: &body,
-                })?;
-                timings.preprocess = started.elapsed();
-
-                let started = Instant::now();
-                let outputs = self.session.run(inputs).map_err(|e| match e {
-                    ModelError::BadInput(_) => InvokeError::ModuleOutput(e),
-                    other => InvokeError::Model(other),
-                })?;
-                timings.inference = started.elapsed();
-
-                let started = Instant::now();
-                let reply = match call.postprocess(&outputs)? {
-                    Some(response) => Reply {
-                        status: response.status,
-                        content_type: response.content_type,
-                        body: Bytes::from(response.body),
-                        timings,
-                    },
-                    None => self.v2_reply(&outputs, timings),
-                };
-                Ok(Reply {
-                    timings: Timings {
-                        postprocess: started.elapsed(),
-                        ..reply.timings
-                    },
-                    ..reply
-                })
-            }
-            (Work::Endpoint { body, .. }, None) => {
-                let inputs = aifn_tensor::decode_v2_request(&body)
-                    .map_err(|e| InvokeError::BadTensors(e.to_string()))?;
-                self.infer(inputs, timings)
-            }
-            (Work::Tensors(inputs), _) => self.infer(inputs, timings),
-        }
-    }
-
-    fn infer(&mut self, inputs: Vec<Tensor>, mut timings: Timings) -> Result<Reply, InvokeError> {
+        let taken = prepared.len();
+        let inputs: Vec<Vec<Tensor>> = prepared
+            .iter_mut()
+            .map(|p| std::mem::take(&mut p.inputs))
+            .collect();
         let started = Instant::now();
-        let outputs = self.session.run(inputs).map_err(|e| match e {
-            ModelError::BadInput(message) => InvokeError::BadTensors(message),
-            other => InvokeError::Model(other),
-        })?;
-        timings.inference = started.elapsed();
-        Ok(self.v2_reply(&outputs, timings))
-    }
+        let outputs = guarded(|| Ok(infer(session, inputs, batching.pad, module.is_some())))
+            .unwrap_or_else(|e| {
+                let message = match e {
+                    InvokeError::Panic(message) => message,
+                    other => other.to_string(),
+                };
+                (0..taken)
+                    .map(|_| (Err(InvokeError::Panic(message.clone())), 1))
+                    .collect()
+            });
+        let inference = started.elapsed();
 
-    fn v2_reply(&self, outputs: &[Tensor], timings: Timings) -> Reply {
-        let body = encode_v2_response(
-            &self.identity.name,
-            &self.identity.version.to_string(),
-            outputs,
-        );
-        Reply {
-            status: 200,
-            content_type: "application/json".into(),
-            body: Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise")),
-            timings,
+        for (request, (outputs, batch_size)) in prepared.into_iter().zip(outputs) {
+            let timings = Timings {
+                batch_size,
+                inference,
+                ..request.timings
+            };
+            let call = request.call;
+            let result =
+                outputs.and_then(|outputs| guarded(|| finish(identity, call, &outputs, timings)));
+            let _ = request.reply.send(result);
         }
     }
+}
+
+/// Runs `f`, turning a panic into an error so one request cannot take the instance down.
+fn guarded<T>(f: impl FnOnce() -> Result<T, InvokeError>) -> Result<T, InvokeError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|panic| Err(InvokeError::Panic(panic_message(&panic))))
+}
+
+/// Turns a request into checked model inputs: through the module's preprocess, or from v2 JSON.
+fn prepare<'m>(
+    module: Option<&'m GuestModule>,
+    signature: &Signature,
+    work: Work,
+) -> Result<(Option<GuestCall<'m>>, Vec<Tensor>, Duration), InvokeError> {
+    let started = Instant::now();
+    match (work, module) {
+        (
+            Work::Endpoint {
+                route,
+                method,
+                headers,
+                body,
+            },
+            Some(module),
+        ) => {
+            let mut call = module.start()?;
+            let inputs = call.preprocess(GuestRequest {
+                route: &route,
+                method: &method,
+                headers,
+                body: &body,
+            })?;
+            signature
+                .check_inputs(&inputs)
+                .map_err(InvokeError::ModuleOutput)?;
+            Ok((Some(call), inputs, started.elapsed()))
+        }
+        (Work::Endpoint { body, .. }, None) => {
+            let inputs = aifn_tensor::decode_v2_request(&body)
+                .map_err(|e| InvokeError::BadTensors(e.to_string()))?;
+            signature
+                .check_inputs(&inputs)
+                .map_err(|e| InvokeError::BadTensors(e.to_string()))?;
+            Ok((None, inputs, Duration::ZERO))
+        }
+        (Work::Tensors(inputs), _) => {
+            signature
+                .check_inputs(&inputs)
+                .map_err(|e| InvokeError::BadTensors(e.to_string()))?;
+            Ok((None, inputs, Duration::ZERO))
+        }
+    }
+}
+
+/// A request's model outputs (or why there are none), and how many requests shared its run.
+type RunResult = (Result<Vec<Tensor>, InvokeError>, usize);
+
+/// What requests must share to run together: their inputs' names and shapes beyond dimension 0.
+type ShapeKey<'t> = Vec<(&'t str, &'t [usize])>;
+
+/// Runs the model for each request's inputs, and says how many requests shared each run.
+/// Requests that can be merged (equal shapes beyond the first dimension, or any shapes with
+/// padding) run once together; the others, and the members of a merged run that fails (so that
+/// one request cannot fail the others), run one by one.
+fn infer(
+    session: &mut ModelSession,
+    requests: Vec<Vec<Tensor>>,
+    pad: bool,
+    from_module: bool,
+) -> Vec<RunResult> {
+    let groups = mergeable_groups(&requests, pad);
+    let mut requests: Vec<Option<Vec<Tensor>>> = requests.into_iter().map(Some).collect();
+    let mut results: Vec<Option<RunResult>> = requests.iter().map(|_| None).collect();
+    for group in groups {
+        if group.len() > 1 {
+            let members: Vec<Vec<Tensor>> = group
+                .iter()
+                .map(|&i| requests[i].take().expect("each request once"))
+                .collect();
+            let merged = batch::merge(&members, pad).ok().and_then(|batch| {
+                let outputs = session.run(batch.inputs).ok()?;
+                batch::split(&outputs, &batch.rows).ok()
+            });
+            match merged {
+                Some(outputs) => {
+                    for (&i, outputs) in group.iter().zip(outputs) {
+                        results[i] = Some((Ok(outputs), group.len()));
+                    }
+                    continue;
+                }
+                None => group
+                    .iter()
+                    .zip(members)
+                    .for_each(|(&i, inputs)| requests[i] = Some(inputs)),
+            }
+        }
+        for &i in &group {
+            let inputs = requests[i].take().expect("each request once");
+            let outputs = session.run(inputs).map_err(|e| match e {
+                ModelError::BadInput(_) if from_module => InvokeError::ModuleOutput(e),
+                ModelError::BadInput(message) => InvokeError::BadTensors(message),
+                other => InvokeError::Model(other),
+            });
+            results[i] = Some((outputs, 1));
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every request ran"))
+        .collect()
+}
+
+/// Indices of the requests that may share a run: all of them with padding, else those whose
+/// inputs have the same names and shapes beyond the first dimension.
+fn mergeable_groups(requests: &[Vec<Tensor>], pad: bool) -> Vec<Vec<usize>> {
+    if pad {
+        return vec![(0..requests.len()).collect()];
+    }
+    let mut groups: Vec<(ShapeKey, Vec<usize>)> = Vec::new();
+    for (i, inputs) in requests.iter().enumerate() {
+        let mut key: ShapeKey = inputs
+            .iter()
+            .map(|t| (t.name.as_str(), t.shape.get(1..).unwrap_or_default()))
+            .collect();
+        key.sort_unstable();
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, members)| members).collect()
+}
+
+/// Turns a request's outputs into its reply: the module's postprocess, or v2 JSON.
+fn finish(
+    identity: &Identity,
+    call: Option<GuestCall<'_>>,
+    outputs: &[Tensor],
+    mut timings: Timings,
+) -> Result<Reply, InvokeError> {
+    let started = Instant::now();
+    let response = match call {
+        Some(mut call) => call.postprocess(outputs)?,
+        None => None,
+    };
+    timings.postprocess = started.elapsed();
+    Ok(match response {
+        Some(response) => Reply {
+            status: response.status,
+            content_type: response.content_type,
+            body: Bytes::from(response.body),
+            timings,
+        },
+        None => {
+            let body = encode_v2_response(&identity.name, &identity.version.to_string(), outputs);
+            Reply {
+                status: 200,
+                content_type: "application/json".into(),
+                body: Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise")),
+                timings,
+            }
+        }
+    })
 }

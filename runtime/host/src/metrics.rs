@@ -53,6 +53,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: HistogramFamily<FunctionLabels>,
     pub stage_seconds: HistogramFamily<StageLabels>,
+    pub batch_size: HistogramFamily<FunctionLabels>,
     pub overloaded: Family<FunctionLabels, Counter>,
     pub replicas: Family<FunctionLabels, Gauge>,
     pub active_version: Family<FunctionLabels, Gauge>,
@@ -86,6 +87,13 @@ impl Default for Metrics {
             "stage_duration_seconds",
             "Time in each stage of a request: queue, preprocess, inference, postprocess",
             stage_seconds.clone(),
+        );
+        let batch_size: HistogramFamily<FunctionLabels> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 12)));
+        registry.register(
+            "batch_size",
+            "Requests in each inference (dynamic batching; 1 when a request ran alone), observed per request",
+            batch_size.clone(),
         );
         let overloaded = Family::<FunctionLabels, Counter>::default();
         registry.register(
@@ -150,6 +158,7 @@ impl Default for Metrics {
             requests,
             request_seconds,
             stage_seconds,
+            batch_size,
             overloaded,
             replicas,
             active_version,
@@ -278,6 +287,16 @@ impl Metrics {
                     stage,
                 })
                 .observe(duration.as_secs_f64());
+        }
+    }
+
+    pub fn observe_batch(&self, function: &str, size: usize) {
+        if size > 0 {
+            self.batch_size
+                .get_or_create(&FunctionLabels {
+                    function: function.to_string(),
+                })
+                .observe(size as f64);
         }
     }
 

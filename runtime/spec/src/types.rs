@@ -61,6 +61,22 @@ pub struct Scaling {
     pub target_latency: Option<HumanDuration>,
     /// Requests the function holds at once, running or queued; past it the host answers 503.
     pub max_concurrency: Option<u32>,
+    /// Most requests merged into one inference (dynamic batching); 1 turns batching off.
+    pub max_batch_size: u32,
+    /// How inputs whose shapes differ beyond the batch dimension are merged.
+    pub batch_padding: BatchPadding,
+}
+
+/// `scaling.batch_padding`: whether requests with different input shapes may share a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchPadding {
+    /// Only requests whose inputs have the same shape (but for the batch dimension) are merged.
+    #[default]
+    None,
+    /// Smaller inputs are padded with zeros to the largest; right for models that take a mask
+    /// with their inputs (BERT: `input_ids`, `attention_mask`, `token_type_ids`).
+    Zeros,
 }
 
 impl Default for Scaling {
@@ -70,6 +86,8 @@ impl Default for Scaling {
             max_replicas: 1,
             target_latency: None,
             max_concurrency: None,
+            max_batch_size: 1,
+            batch_padding: BatchPadding::None,
         }
     }
 }

@@ -414,6 +414,7 @@ impl Checker {
 
     fn scaling(&mut self, node: &Node) -> Option<Scaling> {
         const MAX_REPLICAS: u32 = 10_000;
+        const MAX_BATCH_SIZE: u32 = 4096;
         let f = self.fields(
             node,
             "spec.scaling",
@@ -422,6 +423,8 @@ impl Checker {
                 "max_replicas",
                 "target_latency",
                 "max_concurrency",
+                "max_batch_size",
+                "batch_padding",
             ],
         )?;
         let min = match f.get("min_replicas") {
@@ -466,11 +469,35 @@ impl Checker {
             }
             Some(value)
         });
+        let max_batch_size = self.optional(&f, "max_batch_size", |c, n, p| {
+            let value = c.uint(n, p, MAX_BATCH_SIZE)?;
+            if value == 0 {
+                c.error(p, n.pos, "must be at least 1 (1 turns batching off)");
+                return None;
+            }
+            Some(value)
+        });
+        let batch_padding = self.optional(&f, "batch_padding", |c, n, p| {
+            c.string(n, p).and_then(|text| match text.as_str() {
+                "none" => Some(BatchPadding::None),
+                "zeros" => Some(BatchPadding::Zeros),
+                other => {
+                    c.error(
+                        p,
+                        n.pos,
+                        format!("unknown batch_padding `{other}`; expected one of: none, zeros"),
+                    );
+                    None
+                }
+            })
+        });
         Some(Scaling {
             min_replicas: min?,
             max_replicas: max?,
             target_latency: target_latency?,
             max_concurrency: max_concurrency?,
+            max_batch_size: max_batch_size?.unwrap_or(1),
+            batch_padding: batch_padding?.unwrap_or_default(),
         })
     }
 

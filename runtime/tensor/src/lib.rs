@@ -1,6 +1,8 @@
 //! Named, typed tensors: what a preprocessing module produces, what ONNX Runtime consumes and returns,
 //! and what the Open Inference Protocol v2 JSON (`{"inputs":[{"name","shape","datatype","data"}]}`) carries.
 
+pub mod batch;
+
 use serde_json::{json, Map, Value};
 use std::fmt;
 

@@ -301,6 +301,7 @@ async fn invoke(host: &Host, function: &LoadedFunction, work: Work) -> Result<Re
     host.metrics.observe_stage(name, "inference", t.inference);
     host.metrics
         .observe_stage(name, "postprocess", t.postprocess);
+    host.metrics.observe_batch(name, t.batch_size);
     Ok(reply)
 }
 
