@@ -61,9 +61,11 @@ inputs = [{"name": name, "shape": [1, n], "datatype": "INT64", "data": data}
 print(f"same embedding from both (cosine {cosine:.6f}); {n} tokens", file=sys.stderr)
 PY
 
+# The raw floor runs with the threads the function's instance gets (its `resources.cpu`).
+threads=$(sed -n 's/^ *cpu: "\([0-9]*\)".*/\1/p' functions/text-embedder/function.yaml)
 raw() {
   cargo run --quiet --release -p aifn-model --example raw_onnx_latency -- \
-    functions/text-embedder/model/model.onnx "$work/v2.json" 300 | sed -n 's/.*p50_us=\([0-9.]*\).*/\1/p'
+    functions/text-embedder/model/model.onnx "$work/v2.json" 300 "${threads:-1}" | sed -n 's/.*p50_us=\([0-9.]*\).*/\1/p'
 }
 
 cat > "$work/post.lua" <<LUA
@@ -74,9 +76,9 @@ LUA
 # wrk reports latencies like 95.00us, 1.20ms or 1.01s; turn them into microseconds.
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else print n * 1000000 }'; }
 load() { # url connections -> "rps p50_us p99_us errors"
-  local threads=2
-  [ "$2" -eq 1 ] && threads=1
-  out=$(wrk -t"$threads" -c"$2" -d"${seconds}s" --timeout 10s --latency -s "$work/post.lua" "$1/v1/embeddings")
+  local wrk_threads=2
+  [ "$2" -eq 1 ] && wrk_threads=1
+  out=$(wrk -t"$wrk_threads" -c"$2" -d"${seconds}s" --timeout 10s --latency -s "$work/post.lua" "$1/v1/embeddings")
   errors=$(echo "$out" | awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }')
   echo "$(echo "$out" | awk '/Requests\/sec/ { print $2 }') $(to_us "$(echo "$out" | awk '$1 == "50%" { print $2 }')") $(to_us "$(echo "$out" | awk '$1 == "99%" { print $2 }')") $errors"
 }
@@ -96,9 +98,9 @@ raw_after=$(raw)
 # The same overhead measured in pairs (one raw inference, then one request, 300 times), which
 # cancels the machine's drift; see runtime/cli/examples/paired_latency.rs.
 paired=$(cargo run --quiet --release -p aifn --example paired_latency -- \
-  functions/text-embedder/model/model.onnx "$work/v2.json" "$base/v1/embeddings" "$body" 300)
+  functions/text-embedder/model/model.onnx "$work/v2.json" "$base/v1/embeddings" "$body" 300 "${threads:-1}")
 paired_v2=$(cargo run --quiet --release -p aifn --example paired_latency -- \
-  functions/text-embedder/model/model.onnx "$work/v2.json" "$base/v2/models/text-embedder/infer" "$(cat "$work/v2.json")" 300)
+  functions/text-embedder/model/model.onnx "$work/v2.json" "$base/v2/models/text-embedder/infer" "$(cat "$work/v2.json")" 300 "${threads:-1}")
 raw_p50=$(awk -v a="$raw_before" -v b="$raw_after" 'BEGIN { print (a < b ? a : b) }')
 
 mkdir -p bench/results
@@ -107,7 +109,7 @@ mkdir -p bench/results
   echo
   echo "\`./bench/embedder_vs_fastapi.sh $seconds $rounds\`: one sentence ($text), wrk on 127.0.0.1,"
   echo "${seconds}s per run, the two servers alternating, best of $rounds rounds each. Raw in-process ONNX Runtime"
-  echo "inference of the same tokens (1 thread): p50 ${raw_before} us before the runs, ${raw_after} us after."
+  echo "inference of the same tokens (${threads:-1} intra-op threads, as the function's instance): p50 ${raw_before} us before the runs, ${raw_after} us after."
   echo
   echo "| clients | aifn req/s | baseline req/s | ratio | aifn p50 ms | baseline p50 ms | ratio | aifn p99 ms | baseline p99 ms | ratio | errors aifn/baseline |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"

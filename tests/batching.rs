@@ -8,17 +8,14 @@ use serde_json::{json, Value};
 use std::path::Path;
 use support::*;
 
-/// The text-embedder with one replica (so requests queue up behind its ~10 ms inferences) and
-/// batching as given.
+/// The text-embedder (one replica, so requests queue up behind its inferences) with batching as
+/// given.
 fn embedder(dir: &Path, batching: &str) -> std::path::PathBuf {
     bundled_spec(
         "text-embedder",
         dir,
         "text-embedder.yaml",
-        &[
-            ("min_replicas: 2", "min_replicas: 1"),
-            ("max_batch_size: 16\n    batch_padding: zeros", batching),
-        ],
+        &[("max_batch_size: 16\n    batch_padding: zeros", batching)],
     )
 }
 

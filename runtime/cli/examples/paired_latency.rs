@@ -4,7 +4,7 @@
 //! machine whose speed drifts by several milliseconds from minute to minute, the median of the
 //! per-pair differences is far steadier than two separately measured medians.
 //!
-//! cargo run --release -p aifn --example paired_latency -- MODEL.onnx V2_REQUEST.json URL BODY [PAIRS]
+//! cargo run --release -p aifn --example paired_latency -- MODEL.onnx V2_REQUEST.json URL BODY [PAIRS] [THREADS]
 
 use std::time::{Duration, Instant};
 
@@ -16,18 +16,19 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
-        eprintln!("usage: paired_latency MODEL.onnx V2_REQUEST.json URL BODY [PAIRS]");
+        eprintln!("usage: paired_latency MODEL.onnx V2_REQUEST.json URL BODY [PAIRS] [THREADS]");
         std::process::exit(2);
     }
     let (model, v2, url, body) = (&args[1], &args[2], &args[3], args[4].as_bytes());
     let pairs: usize = args.get(5).map_or(300, |n| n.parse().expect("PAIRS"));
+    let threads: usize = args.get(6).map_or(1, |n| n.parse().expect("THREADS"));
 
     let inputs = aifn_tensor::decode_v2_request(&std::fs::read(v2).expect("v2 request file"))
         .unwrap_or_else(|e| panic!("{e}"));
     let library = aifn_model::locate_onnxruntime().unwrap_or_else(|e| panic!("{e}"));
     let runtime = aifn_model::OnnxRuntime::init(&library).expect("ONNX Runtime");
     let mut session = runtime
-        .load(&std::fs::read(model).expect("model file"), 1)
+        .load(&std::fs::read(model).expect("model file"), threads)
         .expect("model");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(30)))

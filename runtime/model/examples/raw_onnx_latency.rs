@@ -1,28 +1,29 @@
-//! Baseline for the HTTP benchmarks: a model run in-process through ONNX Runtime (one intra-op
-//! thread, as a host instance runs it), no HTTP, no WASM. The inputs are an Open Inference
+//! Baseline for the HTTP benchmarks: a model run in-process through ONNX Runtime (with the intra-op
+//! threads a host instance gives it: `resources.cpu`, default 1), no HTTP, no WASM. The inputs are an Open Inference
 //! Protocol v2 request body, the same one the host's `/v2/models/{name}/infer` takes. Prints p50/p99
 //! in microseconds.
 //!
-//! cargo run --release -p aifn-model --example raw_onnx_latency -- MODEL.onnx V2_REQUEST.json [ITERATIONS]
+//! cargo run --release -p aifn-model --example raw_onnx_latency -- MODEL.onnx V2_REQUEST.json [ITERATIONS] [THREADS]
 
 use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: raw_onnx_latency MODEL.onnx V2_REQUEST.json [ITERATIONS]");
+        eprintln!("usage: raw_onnx_latency MODEL.onnx V2_REQUEST.json [ITERATIONS] [THREADS]");
         std::process::exit(2);
     }
     let iterations: usize = args
         .get(3)
         .map_or(20_000, |n| n.parse().expect("ITERATIONS"));
+    let threads: usize = args.get(4).map_or(1, |n| n.parse().expect("THREADS"));
     let request = std::fs::read(&args[2]).expect("v2 request file");
     let inputs = aifn_tensor::decode_v2_request(&request).unwrap_or_else(|e| panic!("{e}"));
 
     let library = aifn_model::locate_onnxruntime().unwrap_or_else(|e| panic!("{e}"));
     let runtime = aifn_model::OnnxRuntime::init(&library).expect("ONNX Runtime");
     let bytes = std::fs::read(&args[1]).expect("model file");
-    let mut session = runtime.load(&bytes, 1).expect("model");
+    let mut session = runtime.load(&bytes, threads).expect("model");
 
     let warmup = (iterations / 10).clamp(10, 1000);
     for _ in 0..warmup {

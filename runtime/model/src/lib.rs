@@ -58,6 +58,11 @@ impl OnnxRuntime {
             .map_err(|e| invalid(e.into()))?
             .with_intra_threads(threads.max(1))
             .map_err(|e| invalid(e.into()))?
+            // Idle pool threads sleep instead of spinning: a spinning pool burns its cores after
+            // every run, which on a shared host takes them from other functions' instances (and
+            // with more threads than cores halves throughput).
+            .with_intra_op_spinning(false)
+            .map_err(|e| invalid(e.into()))?
             .with_inter_threads(1)
             .map_err(|e| invalid(e.into()))?
             .commit_from_memory(model)
