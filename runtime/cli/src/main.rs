@@ -166,6 +166,12 @@ struct ServeArgs {
     /// Most instances a function gets, whatever its spec asks (default: number of cores).
     #[arg(long, env = "AIFN_MAX_INSTANCES")]
     max_instances: Option<usize>,
+    /// The autoscaler's stable window in seconds (Knative's: 60); its panic window is a tenth.
+    #[arg(long, env = "AIFN_AUTOSCALE_WINDOW_SECS", default_value_t = 60.0)]
+    autoscale_window_secs: f64,
+    /// Seconds fewer instances must have been enough before the autoscaler removes any.
+    #[arg(long, env = "AIFN_SCALE_DOWN_DELAY_SECS", default_value_t = 30.0)]
+    scale_down_delay_secs: f64,
     /// HS256 secret that verifies JWTs on `auth: jwt` endpoints.
     #[arg(long, env = "AIFN_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -419,6 +425,10 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     if let Some(max) = args.max_instances {
         config.max_instances_per_function = max.max(1);
     }
+    config.autoscale_stable_window =
+        std::time::Duration::from_secs_f64(args.autoscale_window_secs.max(0.1));
+    config.autoscale_scale_down_delay =
+        std::time::Duration::from_secs_f64(args.scale_down_delay_secs.max(0.0));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("aifn-io")

@@ -36,6 +36,12 @@ pub struct HostConfig {
     pub jwt_jwks: Option<PathBuf>,
     /// Requests per second the host accepts for all functions together (429 above).
     pub max_requests_per_second: Option<f64>,
+    /// How often the autoscaler observes each function and decides.
+    pub autoscale_tick: Duration,
+    /// The autoscaler's stable window (the panic window is a tenth of it).
+    pub autoscale_stable_window: Duration,
+    /// How long fewer instances must have been enough before the autoscaler removes any.
+    pub autoscale_scale_down_delay: Duration,
     /// `libonnxruntime.so` to load; `None`: find it (see `aifn_model::locate_onnxruntime`).
     pub onnxruntime: Option<PathBuf>,
 }
@@ -60,6 +66,9 @@ impl HostConfig {
             jwt_secret: None,
             jwt_jwks: None,
             max_requests_per_second: None,
+            autoscale_tick: Duration::from_millis(250),
+            autoscale_stable_window: Duration::from_secs(60),
+            autoscale_scale_down_delay: Duration::from_secs(30),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! A function version loaded and ready to serve: its spec, model signature and instances.
 
+use crate::autoscale::Policy;
 use crate::host::Host;
-use crate::instance::{Batching, Identity, InstancePool};
+use crate::instance::{Batching, Identity, InstancePool, SessionFactory};
 use crate::policy::EndpointPolicy;
 use crate::store::{StoreError, VersionRecord};
 use aifn_guest::{CallLimits, LoadError};
@@ -47,6 +48,8 @@ pub struct LoadedFunction {
     pub signature: Signature,
     pub placement: Placement,
     pub pool: InstancePool,
+    /// How the autoscaler may size `pool`.
+    pub autoscale: Policy,
     /// One per endpoint, in the spec's order.
     pub endpoints: Vec<EndpointPolicy>,
     /// The `X-Aifn-Function` and `X-Aifn-Version` headers every answer carries.
@@ -87,16 +90,36 @@ impl LoadedFunction {
             .map_or(1, |cpu| cpu.0.div_ceil(1000) as usize)
             .clamp(1, cores);
 
-        let model_bytes = store.read_blob(&record.model.digest)?;
+        let model_bytes = Arc::new(store.read_blob(&record.model.digest)?);
         let model_err = |source| LoadFunctionError::Model {
             id: record.model_id.clone(),
             source,
         };
-        let sessions = (0..replicas)
-            .map(|_| ort.load(&model_bytes, threads))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(model_err)?;
-        let signature = sessions[0].signature().clone();
+        // The first session proves the model loads and tells its signature; the autoscaler makes
+        // the others with the same factory.
+        let first_session = ort.load(&model_bytes, threads).map_err(model_err)?;
+        let signature = first_session.signature().clone();
+        let new_session: SessionFactory = {
+            let (ort, model_bytes) = (ort.clone(), model_bytes.clone());
+            Box::new(move || ort.load(&model_bytes, threads))
+        };
+        // Instances this host runs usefully for the function: its cores over the instance's
+        // threads, the host's per-function limit, and the requests the function may hold.
+        let capacity = (cores / threads)
+            .max(1)
+            .min(config.max_instances_per_function.max(1))
+            .min(
+                spec.spec
+                    .scaling
+                    .max_concurrency
+                    .map_or(usize::MAX, |m| m as usize),
+            );
+        let autoscale = Policy::new(
+            spec.spec.scaling.min_replicas as usize,
+            spec.spec.scaling.max_replicas as usize,
+            capacity,
+            spec.spec.scaling.target_latency.map(|t| t.0),
+        );
         let batching = batching(&spec.spec.scaling, &signature)?;
 
         let module = match &record.module {
@@ -144,12 +167,22 @@ impl LoadedFunction {
             name: Arc::from(record.name.as_str()),
             version: record.version,
         };
-        // Requests held at once: `max_concurrency` (running + queued) or a queue per instance.
+        // Requests held at once: `max_concurrency` (running + queued) or a queue per instance the
+        // function may scale to.
         let queue = match spec.spec.scaling.max_concurrency {
             Some(max) => (max as usize).saturating_sub(replicas),
-            None => replicas * config.queue_per_instance,
+            None => autoscale.ceiling().max(1) * config.queue_per_instance,
         };
-        let pool = InstancePool::start(identity, sessions, module, queue, batching);
+        let pool = InstancePool::start(
+            identity,
+            first_session,
+            new_session,
+            replicas,
+            module,
+            queue,
+            batching,
+        )
+        .map_err(model_err)?;
         let endpoints = spec
             .spec
             .endpoints
@@ -165,6 +198,7 @@ impl LoadedFunction {
             signature,
             placement,
             pool,
+            autoscale,
             endpoints,
             name_header,
             version_header: hyper::header::HeaderValue::from(record_version),

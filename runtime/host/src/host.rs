@@ -1,5 +1,6 @@
 //! The host: what is deployed, and the operations of the control plane.
 
+use crate::autoscale::{Controller, Policy, Sample};
 use crate::config::HostConfig;
 use crate::function::{LoadFunctionError, LoadedFunction};
 use crate::keys::KeyStore;
@@ -86,6 +87,12 @@ pub struct FunctionStatus {
     pub endpoints: Vec<EndpointView>,
     pub placement: crate::function::Placement,
     pub queue_depth: usize,
+    /// Instances now, requests running and waiting.
+    pub load: crate::instance::PoolLoad,
+    /// p95 latency over the last 10 s, in milliseconds.
+    pub p95_ms: Option<f64>,
+    /// Instances the autoscaler keeps between (`min`, and `max` capped by this host's capacity).
+    pub scaling: ScalingView,
     pub inputs: Vec<aifn_model::Port>,
     pub outputs: Vec<aifn_model::Port>,
     pub spec: aifn_spec::FunctionSpec,
@@ -111,6 +118,14 @@ pub struct Host {
     /// One deploy or delete at a time, so version numbers and routes stay consistent.
     deploy_lock: tokio::sync::Mutex<()>,
     ready: AtomicBool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalingView {
+    pub min: usize,
+    pub max: usize,
+    pub capacity: usize,
+    pub ceiling: usize,
 }
 
 /// The route table's answer for a path.
@@ -192,6 +207,7 @@ impl Host {
         }
         self.ready.store(true, Ordering::Release);
         self.start_housekeeping();
+        self.start_autoscaler();
         Ok(())
     }
 
@@ -208,6 +224,88 @@ impl Host {
                 }
             }
         });
+    }
+
+    /// The autoscaler: every tick, for each function, one observation (ongoing requests, p95)
+    /// goes to its controller ([`crate::autoscale`]), and the pool is resized to its decision.
+    /// A thread of its own, because starting instances loads model sessions.
+    fn start_autoscaler(self: &Arc<Self>) {
+        let host = Arc::downgrade(self);
+        let tick = self.config.autoscale_tick;
+        let spawned = std::thread::Builder::new()
+            .name("aifn-autoscale".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                // One controller per function version; a new version starts afresh.
+                let mut controllers: std::collections::HashMap<String, (u64, Controller)> =
+                    Default::default();
+                loop {
+                    std::thread::sleep(tick);
+                    let Some(host) = host.upgrade() else { return };
+                    let functions: Vec<Arc<LoadedFunction>> =
+                        host.functions.iter().map(|f| f.value().clone()).collect();
+                    controllers.retain(|name, _| functions.iter().any(|f| f.name() == name));
+                    for function in functions {
+                        let load = function.pool.load();
+                        let entry = controllers
+                            .entry(function.name().to_string())
+                            .or_insert_with(|| {
+                                (
+                                    function.version(),
+                                    Controller::new(
+                                        host.autoscale_policy(&function),
+                                        load.instances,
+                                    ),
+                                )
+                            });
+                        if entry.0 != function.version() {
+                            *entry = (
+                                function.version(),
+                                Controller::new(host.autoscale_policy(&function), load.instances),
+                            );
+                        }
+                        let window = entry.1.policy().panic_window;
+                        let decision = entry.1.observe(Sample {
+                            at: started.elapsed(),
+                            ongoing: load.running + load.queued,
+                            p95: function.pool.p95(window),
+                        });
+                        if decision.instances != load.instances {
+                            tracing::info!(
+                                function = function.name(),
+                                version = function.version(),
+                                from = load.instances,
+                                to = decision.instances,
+                                running = load.running,
+                                queued = load.queued,
+                                panic = decision.panic,
+                                "scaling: {:?}",
+                                decision.reason
+                            );
+                            if let Err(e) = function.pool.resize(decision.instances) {
+                                tracing::error!(
+                                    function = function.name(),
+                                    "cannot start an instance: {e}"
+                                );
+                            }
+                            host.metrics
+                                .set_replicas(function.name(), function.pool.load().instances);
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the autoscaler: {e}");
+        }
+    }
+
+    /// The function's scaling policy with the host's timing (shorter windows in tests).
+    fn autoscale_policy(&self, function: &LoadedFunction) -> Policy {
+        let mut policy = function.autoscale.clone();
+        policy.stable_window = self.config.autoscale_stable_window;
+        policy.panic_window = self.config.autoscale_stable_window / 10;
+        policy.scale_down_delay = self.config.autoscale_scale_down_delay;
+        policy
     }
 
     pub fn route(&self, method: &str, path: &str) -> RouteMatch {
@@ -506,7 +604,18 @@ impl Host {
             module: f.record.module.clone(),
             endpoints: endpoint_views(&f),
             placement: f.placement.clone(),
-            queue_depth: f.pool.queue_depth(),
+            queue_depth: f.pool.load().queued,
+            load: f.pool.load(),
+            p95_ms: f
+                .pool
+                .p95(std::time::Duration::from_secs(10))
+                .map(|d| d.as_secs_f64() * 1e3),
+            scaling: ScalingView {
+                min: f.autoscale.min,
+                max: f.autoscale.max,
+                capacity: f.autoscale.capacity,
+                ceiling: f.autoscale.ceiling(),
+            },
             inputs: f.signature.inputs.clone(),
             outputs: f.signature.outputs.clone(),
             spec: f.spec.clone(),

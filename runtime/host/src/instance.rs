@@ -10,6 +10,7 @@ use aifn_model::{ModelError, ModelSession, Signature};
 use aifn_tensor::{batch, encode_v2_response, Tensor};
 use bytes::Bytes;
 use crossbeam_channel::{SendError, Sender};
+use serde::Serialize;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -82,12 +83,28 @@ pub struct Identity {
 ///
 /// Work goes to the instance that became idle last (a stack, not a queue of idle instances): at
 /// low load the same instance serves request after request with its model's weights still in the
-/// CPU caches, which for a 23 MB transformer is worth ~2 ms per request over round-robin. When
-/// every instance is busy, jobs wait in a bounded FIFO queue.
+/// CPU caches. When every instance is busy, jobs wait in a bounded FIFO queue. The autoscaler
+/// changes the number of instances with [`InstancePool::resize`].
 pub struct InstancePool {
     dispatch: Arc<Dispatch>,
-    replicas: usize,
+    spawner: Spawner,
     queue_capacity: usize,
+    /// Answered requests' latencies (queue + service), for the autoscaler's p95.
+    latencies: Arc<Mutex<VecDeque<(Instant, Duration)>>>,
+}
+
+/// Makes a model session for a new instance (loading a model takes milliseconds to seconds, so
+/// it is called by the autoscaler, never on a request's path).
+pub type SessionFactory = Box<dyn Fn() -> Result<ModelSession, ModelError> + Send + Sync>;
+
+/// What a new instance is made of.
+struct Spawner {
+    identity: Identity,
+    module: Option<GuestModule>,
+    batching: Batching,
+    new_session: SessionFactory,
+    /// Numbers instance threads for their names.
+    started: std::sync::atomic::AtomicUsize,
 }
 
 struct Dispatch {
@@ -97,10 +114,26 @@ struct Dispatch {
 struct DispatchState {
     /// Jobs waiting for an instance, oldest first.
     queue: VecDeque<Job>,
-    /// Idle instances, the most recently idle last; each waits on its own hand-off channel.
+    /// Idle instances, the most recently idle last; each waits on the receiving end of its channel,
+    /// and dropping the sender here stops it.
     idle: Vec<Sender<Job>>,
     capacity: usize,
     closed: bool,
+    /// Instance threads alive.
+    instances: usize,
+    /// Busy instances asked to stop once their job is done (scaling down).
+    retiring: usize,
+}
+
+/// How busy a pool is, for the autoscaler and `aifn status`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct PoolLoad {
+    /// Instances serving (retiring ones excluded).
+    pub instances: usize,
+    /// Requests being served.
+    pub running: usize,
+    /// Requests waiting for an instance.
+    pub queued: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,102 +143,180 @@ pub struct Overloaded {
     pub queue_capacity: usize,
 }
 
+enum NextJob {
+    Run(Job),
+    Wait(crossbeam_channel::Receiver<Job>),
+    Stop,
+}
+
 impl Dispatch {
-    /// The next job for an instance that has just finished one: a queued job, or `None` after
-    /// the instance has been put on the idle stack with `handoff` (or the pool has closed).
-    fn next_or_idle(&self, handoff: &Sender<Job>) -> NextJob {
-        let mut state = self.state.lock().expect("dispatch lock");
+    fn lock(&self) -> std::sync::MutexGuard<'_, DispatchState> {
+        self.state.lock().expect("dispatch lock")
+    }
+
+    /// The next job for an instance that has just finished one: a queued job; or, after putting
+    /// the instance on the idle stack, a channel to wait on; or stop (pool closed, or retiring).
+    fn next_or_idle(&self) -> NextJob {
+        let mut state = self.lock();
+        if state.retiring > 0 {
+            state.retiring -= 1;
+            state.instances -= 1;
+            return NextJob::Stop;
+        }
         if let Some(job) = state.queue.pop_front() {
             return NextJob::Run(job);
         }
         if state.closed {
+            state.instances -= 1;
             return NextJob::Stop;
         }
-        state.idle.push(handoff.clone());
-        NextJob::Wait
+        // A fresh channel per idle spell: when the pool drops the sender, the instance stops.
+        let (handoff, jobs) = crossbeam_channel::bounded::<Job>(1);
+        state.idle.push(handoff);
+        NextJob::Wait(jobs)
     }
-}
 
-impl Dispatch {
     /// Up to `max` jobs that are waiting now, oldest first: the rest of a batch.
     fn take_queued(&self, max: usize) -> Vec<Job> {
-        let mut state = self.state.lock().expect("dispatch lock");
+        let mut state = self.lock();
         let n = max.min(state.queue.len());
         state.queue.drain(..n).collect()
     }
 }
 
-enum NextJob {
-    Run(Job),
-    Wait,
-    Stop,
-}
-
 impl InstancePool {
-    /// Starts one instance thread per session.
+    /// Starts `instances` instance threads (at least one): the first with `first`, the others, and
+    /// any the autoscaler adds later, with sessions from `new_session`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         identity: Identity,
-        sessions: Vec<ModelSession>,
+        first: ModelSession,
+        new_session: SessionFactory,
+        instances: usize,
         module: Option<GuestModule>,
         queue_capacity: usize,
         batching: Batching,
-    ) -> InstancePool {
-        let replicas = sessions.len();
-        let dispatch = Arc::new(Dispatch {
-            state: Mutex::new(DispatchState {
-                queue: VecDeque::with_capacity(queue_capacity),
-                idle: Vec::with_capacity(replicas),
-                capacity: queue_capacity,
-                closed: false,
+    ) -> Result<InstancePool, ModelError> {
+        let pool = InstancePool {
+            dispatch: Arc::new(Dispatch {
+                state: Mutex::new(DispatchState {
+                    queue: VecDeque::with_capacity(queue_capacity),
+                    idle: Vec::new(),
+                    capacity: queue_capacity,
+                    closed: false,
+                    instances: 0,
+                    retiring: 0,
+                }),
             }),
-        });
-        for (index, session) in sessions.into_iter().enumerate() {
-            let dispatch = dispatch.clone();
-            let mut instance = Instance {
-                identity: identity.clone(),
-                session,
-                module: module.clone(),
+            spawner: Spawner {
+                identity,
+                module,
                 batching,
-            };
-            std::thread::Builder::new()
-                .name(format!("{}-v{}-{index}", identity.name, identity.version))
-                .spawn(move || {
-                    // At most one job is ever in flight to an idle instance.
-                    let (handoff, jobs) = crossbeam_channel::bounded::<Job>(1);
-                    loop {
-                        let job = match dispatch.next_or_idle(&handoff) {
-                            NextJob::Run(job) => job,
-                            NextJob::Stop => break,
-                            NextJob::Wait => match jobs.recv() {
-                                Ok(job) => job,
-                                Err(_) => break,
-                            },
-                        };
-                        // Requests that queued up meanwhile join this one's inference.
-                        let mut batch = vec![job];
-                        if batching.max_size > 1 {
-                            batch.extend(dispatch.take_queued(batching.max_size - 1));
-                        }
-                        instance.serve(batch);
-                    }
-                    tracing::debug!(function = %instance.identity.name, version = instance.identity.version, "instance stopped");
-                })
-                .expect("spawning an instance thread");
-        }
-        InstancePool {
-            dispatch,
-            replicas,
+                new_session,
+                started: Default::default(),
+            },
             queue_capacity,
+            latencies: Default::default(),
+        };
+        pool.spawn(first);
+        pool.resize(instances.max(1))?;
+        Ok(pool)
+    }
+
+    /// Runs `target` instances: starts new ones (loading their sessions first, so this may take
+    /// a while), or stops idle ones at once and busy ones when their job is done.
+    pub fn resize(&self, target: usize) -> Result<(), ModelError> {
+        let missing = {
+            let mut state = self.dispatch.lock();
+            let serving = state.instances - state.retiring;
+            if target <= serving {
+                let mut surplus = serving - target;
+                while surplus > 0 && state.idle.pop().is_some() {
+                    // Dropping its sender wakes the idle instance, which stops.
+                    state.instances -= 1;
+                    surplus -= 1;
+                }
+                state.retiring += surplus;
+                return Ok(());
+            }
+            // Instances about to retire are kept instead of starting new ones.
+            let kept = state.retiring.min(target - serving);
+            state.retiring -= kept;
+            target - serving - kept
+        };
+        for _ in 0..missing {
+            let session = (self.spawner.new_session)()?;
+            self.spawn(session);
+        }
+        Ok(())
+    }
+
+    fn spawn(&self, session: ModelSession) {
+        let spawner = &self.spawner;
+        let index = spawner
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut instance = Instance {
+            identity: spawner.identity.clone(),
+            session,
+            module: spawner.module.clone(),
+            batching: spawner.batching,
+            latencies: self.latencies.clone(),
+        };
+        let dispatch = self.dispatch.clone();
+        let batching = spawner.batching;
+        self.dispatch.lock().instances += 1;
+        std::thread::Builder::new()
+            .name(format!("{}-v{}-{index}", spawner.identity.name, spawner.identity.version))
+            .spawn(move || {
+                loop {
+                    let job = match dispatch.next_or_idle() {
+                        NextJob::Run(job) => job,
+                        NextJob::Stop => break,
+                        NextJob::Wait(jobs) => match jobs.recv() {
+                            Ok(job) => job,
+                            Err(_) => break, // taken off the idle stack: scaled down or closed
+                        },
+                    };
+                    // Requests that queued up meanwhile join this one's inference.
+                    let mut batch = vec![job];
+                    if batching.max_size > 1 {
+                        batch.extend(dispatch.take_queued(batching.max_size - 1));
+                    }
+                    instance.serve(batch);
+                }
+                tracing::debug!(function = %instance.identity.name, version = instance.identity.version, "instance stopped");
+            })
+            .expect("spawning an instance thread");
+    }
+
+    /// Instances, running and queued requests now.
+    pub fn load(&self) -> PoolLoad {
+        let state = self.dispatch.lock();
+        let instances = state.instances - state.retiring;
+        PoolLoad {
+            instances,
+            running: state.instances - state.idle.len(),
+            queued: state.queue.len(),
         }
     }
 
-    pub fn queue_depth(&self) -> usize {
-        self.dispatch
-            .state
-            .lock()
-            .expect("dispatch lock")
-            .queue
-            .len()
+    /// The 95th percentile of the latencies of requests answered in the last `window`.
+    pub fn p95(&self, window: Duration) -> Option<Duration> {
+        let mut latencies = self.latencies.lock().expect("latency lock");
+        let now = Instant::now();
+        while latencies
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > window)
+        {
+            latencies.pop_front();
+        }
+        if latencies.is_empty() {
+            return None;
+        }
+        let mut values: Vec<Duration> = latencies.iter().map(|(_, d)| *d).collect();
+        values.sort_unstable();
+        Some(values[(values.len() - 1) * 95 / 100])
     }
 
     /// Hands work to an idle instance, queues it, or refuses at once when the queue is full.
@@ -214,43 +325,33 @@ impl InstancePool {
         work: Work,
     ) -> Result<oneshot::Receiver<Result<Reply, InvokeError>>, Overloaded> {
         let (reply, receiver) = oneshot::channel();
-        let job = Job {
+        let mut job = Job {
             work,
             enqueued: Instant::now(),
             reply,
         };
-        let mut state = self.dispatch.state.lock().expect("dispatch lock");
-        if let Some(instance) = state.idle.pop() {
-            drop(state);
-            // An idle instance waits on its channel until it gets this job or the pool closes.
-            if let Err(SendError(job)) = instance.send(job) {
-                let state = self.dispatch.state.lock().expect("dispatch lock");
-                return self.queue_or_refuse(job, state).map(|()| receiver);
+        let mut state = self.dispatch.lock();
+        while let Some(instance) = state.idle.pop() {
+            // The instance waits on its channel until it gets this job; if it is gone, try another.
+            match instance.send(job) {
+                Ok(()) => return Ok(receiver),
+                Err(SendError(returned)) => job = returned,
             }
-            return Ok(receiver);
         }
-        self.queue_or_refuse(job, state).map(|()| receiver)
-    }
-
-    fn queue_or_refuse(
-        &self,
-        job: Job,
-        mut state: std::sync::MutexGuard<'_, DispatchState>,
-    ) -> Result<(), Overloaded> {
         if state.closed || state.queue.len() >= state.capacity {
             return Err(Overloaded {
-                replicas: self.replicas,
+                replicas: state.instances - state.retiring,
                 queue_capacity: self.queue_capacity,
             });
         }
         state.queue.push_back(job);
-        Ok(())
+        Ok(receiver)
     }
 }
 
 impl Drop for InstancePool {
     fn drop(&mut self) {
-        let mut state = self.dispatch.state.lock().expect("dispatch lock");
+        let mut state = self.dispatch.lock();
         state.closed = true;
         // Idle instances see their channel close and exit; busy ones drain the queue first.
         state.idle.clear();
@@ -286,12 +387,17 @@ struct Instance {
     session: ModelSession,
     module: Option<GuestModule>,
     batching: Batching,
+    latencies: Arc<Mutex<VecDeque<(Instant, Duration)>>>,
 }
+
+/// Latencies kept for the p95 at most (a few seconds of traffic at high rates).
+const MAX_LATENCIES: usize = 20_000;
 
 /// A request after preprocessing: the model inputs, and the module instance that will
 /// postprocess its outputs.
 struct Prepared<'m> {
     reply: oneshot::Sender<Result<Reply, InvokeError>>,
+    enqueued: Instant,
     call: Option<GuestCall<'m>>,
     inputs: Vec<Tensor>,
     timings: Timings,
@@ -307,6 +413,7 @@ impl Instance {
             session,
             module,
             batching,
+            latencies,
         } = self;
         let mut prepared = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -318,6 +425,7 @@ impl Instance {
             match result {
                 Ok((call, inputs, preprocess)) => prepared.push(Prepared {
                     reply: job.reply,
+                    enqueued: job.enqueued,
                     call,
                     inputs,
                     timings: Timings {
@@ -362,6 +470,12 @@ impl Instance {
             let call = request.call;
             let result =
                 outputs.and_then(|outputs| guarded(|| finish(identity, call, &outputs, timings)));
+            let mut recent = latencies.lock().expect("latency lock");
+            if recent.len() >= MAX_LATENCIES {
+                recent.pop_front();
+            }
+            recent.push_back((Instant::now(), request.enqueued.elapsed()));
+            drop(recent);
             let _ = request.reply.send(result);
         }
     }

@@ -6,6 +6,7 @@
 //! - [`http`]: the server, routing every request to the data plane, the control plane or a probe;
 //! - [`keys`], [`metrics`], [`config`].
 
+pub mod autoscale;
 pub mod config;
 pub mod function;
 pub mod host;

@@ -310,6 +310,14 @@ impl Metrics {
             .set(version as i64);
     }
 
+    pub fn set_replicas(&self, function: &str, replicas: usize) {
+        self.replicas
+            .get_or_create(&FunctionLabels {
+                function: function.to_string(),
+            })
+            .set(replicas as i64);
+    }
+
     pub fn function_removed(&self, function: &str) {
         let labels = FunctionLabels {
             function: function.to_string(),
