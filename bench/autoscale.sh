@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# The autoscaler under a step load: 1 -> 8 -> 64 -> 1 concurrent clients on the text-embedder
+# (one ONNX thread per instance, so a 2-core host can run 2; batching on), each step bounded in
+# time, all on 127.0.0.1. A sampler records replicas, running/queued requests and p95 every
+# 250 ms; then a sweep of fixed replica counts (min = max) at 64 clients gives the best fixed
+# configuration to compare the autoscaled throughput with.
+#
+#   ./bench/autoscale.sh [SECONDS_PER_STEP]   (default 10; needs ./scripts/setup.sh first)
+#
+# Writes bench/results/autoscale.md, autoscale.csv and autoscale.svg (p95 and replicas over time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-10}"
+aifn=target/release/aifn
+py=.venv/bin/python
+[ -x "$aifn" ] && [ -f functions/text-embedder/model/model.onnx ] || { echo "run ./scripts/setup.sh first" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "wrk is missing: run ./scripts/setup.sh" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'kill $host_pid $sampler_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+sampler_pid=
+export AIFN_LOG=info
+
+start_host() {
+  $aifn serve --listen 127.0.0.1:0 --state-dir "$work/state-$1" --admin-token bench \
+    --autoscale-window-secs 10 --scale-down-delay-secs 5 > "$work/host.out" 2> "$work/host-$1.log" &
+  host_pid=$!
+  base=
+  for _ in $(seq 1 200); do
+    base=$(sed -n 's/^aifn listening on //p' "$work/host.out")
+    [ -n "$base" ] && break
+    sleep 0.05
+  done
+  [ -n "$base" ] || { cat "$work/host-$1.log"; exit 1; }
+}
+spec() { # min max -> a copy of the text-embedder's spec with one thread per instance
+  sed -e 's#path: model/#path: '"$PWD"'/functions/text-embedder/model/#' \
+      -e 's#path: module/#path: '"$PWD"'/functions/text-embedder/module/#' \
+      -e 's/cpu: "2"/cpu: "1"/' -e "s/min_replicas: 1/min_replicas: $1/" -e "s/max_replicas: 4/max_replicas: $2/" \
+      functions/text-embedder/function.yaml > "$work/te-$1-$2.yaml"
+  echo "$work/te-$1-$2.yaml"
+}
+cat > "$work/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"inputs": "The restaurant was noisy but the food was excellent, and the staff were friendly."}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n / 1000; else if (v ~ /ms$/) print n; else print n * 1000 }'; }
+load() { # connections -> "rps p50_ms p99_ms errors"
+  local threads=2
+  [ "$1" -eq 1 ] && threads=1
+  out=$(wrk -t"$threads" -c"$1" -d"${seconds}s" --timeout 10s --latency -s "$work/post.lua" "$base/v1/embeddings")
+  errors=$(echo "$out" | awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }')
+  echo "$(echo "$out" | awk '/Requests\/sec/ { print $2 }') $(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')") $(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')") $errors"
+}
+
+# 1. The step load, autoscaled (1 to 4 replicas asked; the host's cores cap it).
+start_host auto
+AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench $aifn deploy "$(spec 1 4)" > /dev/null
+echo "seconds,clients,replicas,running,queued,p95_ms" > "$work/samples.csv"
+echo 0 > "$work/clients"
+t0=$(date +%s.%N)
+(
+  while true; do
+    s=$(curl -sf -H 'Authorization: Bearer bench' "$base/admin/v1/functions/text-embedder" || true)
+    [ -n "$s" ] && echo "$s" | $py -c '
+import json, sys, time
+s = json.load(sys.stdin)
+t = time.time() - float(sys.argv[1])
+clients = open(sys.argv[2]).read().strip()
+load = s["load"]
+p95 = "" if s["p95_ms"] is None else "%.1f" % s["p95_ms"]
+print("%.2f,%s,%d,%d,%d,%s" % (t, clients, load["instances"], load["running"], load["queued"], p95))' "$t0" "$work/clients" >> "$work/samples.csv"
+    sleep 0.25
+  done
+) &
+sampler_pid=$!
+declare -A step
+for c in 1 8 64 1; do
+  echo "$c" > "$work/clients"
+  step[$c]="${step[$c]:+${step[$c]}; }$(load "$c")"
+done
+# Quiet: the stable window and the scale-down delay pass, and the pool shrinks back.
+echo 0 > "$work/clients"
+sleep 20
+kill $sampler_pid 2>/dev/null || true
+ceiling=$(curl -sf -H 'Authorization: Bearer bench' "$base/admin/v1/functions/text-embedder" | $py -c 'import json,sys; print(json.load(sys.stdin)["scaling"]["ceiling"])')
+auto64=$(echo "${step[64]}" | awk '{ print $1 }')
+grep -c "scaling:" "$work/host-auto.log" > "$work/decisions" || true
+grep "scaling:" "$work/host-auto.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -20 > "$work/decision-log"
+kill $host_pid 2>/dev/null || true
+wait $host_pid 2>/dev/null || true
+
+# 2. Fixed replica counts at 64 clients: the best fixed configuration.
+declare -A fixed
+for n in $(seq 1 "$ceiling"); do
+  start_host "fixed$n"
+  AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench $aifn deploy "$(spec "$n" "$n")" > /dev/null
+  fixed[$n]=$(load 64)
+  kill $host_pid 2>/dev/null || true
+  wait $host_pid 2>/dev/null || true
+done
+
+mkdir -p bench/results
+cp "$work/samples.csv" bench/results/autoscale.csv
+$py bench/plot_autoscale.py bench/results/autoscale.csv bench/results/autoscale.svg 50
+{
+  echo "# Autoscaling under a step load ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
+  echo
+  echo "\`./bench/autoscale.sh $seconds\`: text-embedder with \`cpu: \"1\"\`, min_replicas 1, max_replicas 4 (ceiling on this"
+  echo "host: $ceiling), target_latency 50ms, max_batch_size 16; host with \`--autoscale-window-secs 10 --scale-down-delay-secs 5\`;"
+  echo "wrk on 127.0.0.1, ${seconds}s per step. Samples every 250 ms: bench/results/autoscale.csv; plot: autoscale.svg."
+  echo
+  echo "| clients | req/s | p50 ms | p99 ms | errors |"
+  echo "| --- | --- | --- | --- | --- |"
+  for c in 1 8 64; do
+    echo "${step[$c]}" | tr ';' '\n' | while read -r r p5 p9 e; do
+      [ -n "$r" ] && printf '| %s | %.0f | %.1f | %.1f | %s |\n' "$c" "$r" "$p5" "$p9" "$e"
+    done
+  done
+  echo
+  echo "Fixed replicas at 64 clients (min = max):"
+  echo
+  echo "| replicas | req/s | p50 ms | p99 ms | errors |"
+  echo "| --- | --- | --- | --- | --- |"
+  best=0
+  for n in $(seq 1 "$ceiling"); do
+    read -r r p5 p9 e <<< "${fixed[$n]}"
+    printf '| %s | %.0f | %.1f | %.1f | %s |\n' "$n" "$r" "$p5" "$p9" "$e"
+    best=$(awk -v a="$best" -v b="$r" 'BEGIN { print (b > a ? b : a) }')
+  done
+  echo
+  awk -v a="$auto64" -v b="$best" 'BEGIN { printf "Autoscaled throughput at 64 clients: %.0f req/s = %.0f%% of the best fixed configuration (%.0f req/s).\n", a, 100 * a / b, b }'
+  $py - bench/results/autoscale.csv 50 <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+target = float(sys.argv[2])
+segments = []  # (start, end, clients, rows)
+for r in rows:
+    if not segments or segments[-1][2] != r["clients"]:
+        segments.append([float(r["seconds"]), None, r["clients"], []])
+    segments[-1][3].append(r)
+for i, seg in enumerate(segments):
+    seg[1] = segments[i + 1][0] if i + 1 < len(segments) else float(seg[3][-1]["seconds"])
+print()
+print("| step | from s | replicas at start -> end | replicas reached after | p95 ms, second half of the step | first p95 under target after |")
+print("| --- | --- | --- | --- | --- | --- |")
+for start, end, clients, rs in segments:
+    reps = [int(r["replicas"]) for r in rs]
+    final = reps[-1]
+    reached = next((float(r["seconds"]) - start for r in rs if int(r["replicas"]) == final), 0.0)
+    late = [float(r["p95_ms"]) for r in rs if r["p95_ms"] and float(r["seconds"]) >= (start + end) / 2]
+    p95 = f"{statistics.median(late):.0f}" if late else "-"
+    under = next((float(r["seconds"]) - start for r in rs if r["p95_ms"] and float(r["p95_ms"]) <= target), None)
+    under = f"{under:.1f} s" if under is not None else "never (over capacity)"
+    print(f"| {clients} clients | {start:.1f} | {reps[0]} -> {final} | {reached:.1f} s | {p95} | {under if clients != '0' else '-'} |")
+PY
+  echo
+  echo "Scaling decisions logged by the host: $(cat "$work/decisions") (last ones below)."
+  echo
+  echo '```'
+  cut -c1-220 "$work/decision-log"
+  echo '```'
+} | tee bench/results/autoscale.md
