@@ -55,6 +55,12 @@ if [ ! -f $sentiment/sentiment.onnx ] || [ $sentiment/head.json -nt $sentiment/s
   .venv/bin/python $sentiment/build.py
 fi
 
+# The tests' deliberately slow model (1 MB, made rather than committed).
+if [ ! -f tests/fixtures/models/slow.onnx ]; then
+  log "making the test models (tests/fixtures/models/make.py)"
+  .venv/bin/python tests/fixtures/models/make.py > /dev/null
+fi
+
 # Models are small and committed with the scripts that make them; remake any that are missing.
 if [ ! -f functions/churn-predictor/model/churn.onnx ]; then
   log "training the churn model"

@@ -15,6 +15,7 @@ pub struct Bundle {
     pub spec: aifn_spec::FunctionSpec,
     pub model: Option<Artifact>,
     pub module: Option<Artifact>,
+    pub fallback_model: Option<Artifact>,
 }
 
 impl Bundle {
@@ -40,16 +41,27 @@ impl Bundle {
             .as_ref()
             .map(|m| read_artifact(dir, &m.path, "spec.module.path"))
             .transpose()?;
+        let fallback_model = spec
+            .spec
+            .fallback
+            .as_ref()
+            .and_then(|f| f.model.path.as_deref())
+            .map(|p| read_artifact(dir, p, "spec.fallback.model.path"))
+            .transpose()?;
         Ok(Bundle {
             spec_yaml,
             spec,
             model,
             module,
+            fallback_model,
         })
     }
 
     pub fn artifacts(&self) -> impl Iterator<Item = &Artifact> {
-        self.model.iter().chain(self.module.iter())
+        self.model
+            .iter()
+            .chain(self.module.iter())
+            .chain(self.fallback_model.iter())
     }
 }
 

@@ -125,6 +125,7 @@ impl Client {
                 "spec": bundle.spec_yaml,
                 "model": bundle.model.as_ref().map(|a| a.digest.to_string()),
                 "module": bundle.module.as_ref().map(|a| a.digest.to_string()),
+                "fallback_model": bundle.fallback_model.as_ref().map(|a| a.digest.to_string()),
             }),
         )
     }

@@ -474,6 +474,7 @@ async fn deploy_local(
         spec: bundle.spec_yaml.clone(),
         model: bundle.model.as_ref().map(|a| a.digest.clone()),
         module: bundle.module.as_ref().map(|a| a.digest.clone()),
+        fallback_model: bundle.fallback_model.as_ref().map(|a| a.digest.clone()),
     };
     host.deploy(request).await.map_err(|e| match e {
         aifn_host::host::DeployError::Spec(errors) => {

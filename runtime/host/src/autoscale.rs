@@ -275,7 +275,10 @@ mod tests {
         // up (panic mode), and the panic window (6 s) reaches all 8.
         let d = run(&mut c, &mut clock, 6.0, 16, 10);
         assert!(d[0].instances >= 2 && d[0].panic, "{d:?}");
-        assert!(d.iter().any(|d| matches!(d.reason, Reason::Burst { .. })), "{d:?}");
+        assert!(
+            d.iter().any(|d| matches!(d.reason, Reason::Burst { .. })),
+            "{d:?}"
+        );
         assert_eq!(last(&d), 8, "{d:?}");
     }
 

@@ -21,6 +21,8 @@ pub enum LoadFunctionError {
     Model { id: String, source: ModelError },
     #[error("module: {0}")]
     Module(#[from] LoadError),
+    #[error("spec.fallback.model: {0}")]
+    Fallback(String),
     #[error("spec.scaling.max_batch_size: {0}")]
     Batching(String),
     #[error("endpoint {0} uses `auth: jwt`, but this host has no key to verify tokens: start it with --jwt-secret or --jwt-jwks")]
@@ -50,6 +52,10 @@ pub struct LoadedFunction {
     pub pool: InstancePool,
     /// How the autoscaler may size `pool`.
     pub autoscale: Policy,
+    /// The pool of `spec.fallback`'s lighter model, and whether traffic goes to it now (the
+    /// autoscaler switches it when the primary cannot keep its target at its ceiling).
+    pub fallback: Option<InstancePool>,
+    pub fallback_active: std::sync::atomic::AtomicBool,
     /// One per endpoint, in the spec's order.
     pub endpoints: Vec<EndpointPolicy>,
     /// The `X-Aifn-Function` and `X-Aifn-Version` headers every answer carries.
@@ -166,12 +172,54 @@ impl LoadedFunction {
         let identity = Identity {
             name: Arc::from(record.name.as_str()),
             version: record.version,
+            variant: "primary",
         };
         // Requests held at once: `max_concurrency` (running + queued) or a queue per instance the
         // function may scale to.
         let queue = match spec.spec.scaling.max_concurrency {
             Some(max) => (max as usize).saturating_sub(replicas),
             None => autoscale.ceiling().max(1) * config.queue_per_instance,
+        };
+        // The lighter model of `spec.fallback`: its own pool (one instance to start, the
+        // autoscaler sizes it), the same module, and it must take the same inputs.
+        let fallback = match (&record.fallback_model, &spec.spec.fallback) {
+            (Some(artifact), Some(fallback)) => {
+                let bytes = Arc::new(store.read_blob(&artifact.digest)?);
+                let err = |source| LoadFunctionError::Model {
+                    id: fallback.model.id.clone(),
+                    source,
+                };
+                let first = ort.load(&bytes, threads).map_err(err)?;
+                if first.signature().inputs != signature.inputs {
+                    return Err(LoadFunctionError::Fallback(format!(
+                        "model `{}` takes {:?}, but `{}` takes {:?}; a fallback must take the same inputs",
+                        fallback.model.id,
+                        first.signature().inputs.iter().map(|p| &p.name).collect::<Vec<_>>(),
+                        record.model_id,
+                        signature.inputs.iter().map(|p| &p.name).collect::<Vec<_>>()
+                    )));
+                }
+                let factory: SessionFactory = {
+                    let ort = ort.clone();
+                    Box::new(move || ort.load(&bytes, threads))
+                };
+                let identity = Identity {
+                    variant: "fallback",
+                    ..identity.clone()
+                };
+                let pool = InstancePool::start(
+                    identity,
+                    first,
+                    factory,
+                    1,
+                    module.clone(),
+                    queue,
+                    batching,
+                )
+                .map_err(err)?;
+                Some(pool)
+            }
+            _ => None,
         };
         let pool = InstancePool::start(
             identity,
@@ -199,6 +247,8 @@ impl LoadedFunction {
             placement,
             pool,
             autoscale,
+            fallback,
+            fallback_active: Default::default(),
             endpoints,
             name_header,
             version_header: hyper::header::HeaderValue::from(record_version),
@@ -218,6 +268,22 @@ impl LoadedFunction {
         self.endpoints
             .iter()
             .find(|e| e.route == route && e.method.as_str() == method)
+    }
+}
+
+impl LoadedFunction {
+    /// The pool that takes new requests: the fallback's while it is active, else the primary.
+    pub fn serving_pool(&self) -> &InstancePool {
+        match &self.fallback {
+            Some(fallback)
+                if self
+                    .fallback_active
+                    .load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                fallback
+            }
+            _ => &self.pool,
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! The host: what is deployed, and the operations of the control plane.
 
-use crate::autoscale::{Controller, Policy, Sample};
+use crate::autoscale::{Controller, Decision, Policy, Reason, Sample};
 use crate::config::HostConfig;
 use crate::function::{LoadFunctionError, LoadedFunction};
+use crate::instance::InstancePool;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::policy::access::JwtVerifier;
@@ -54,6 +55,9 @@ pub struct DeployRequest {
     pub model: Option<Digest>,
     /// The uploaded WASM component, when the spec has a `module`.
     pub module: Option<Digest>,
+    /// The uploaded fallback model, when the spec's `fallback.model` names a local `path`.
+    #[serde(default)]
+    pub fallback_model: Option<Digest>,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,6 +97,8 @@ pub struct FunctionStatus {
     pub p95_ms: Option<f64>,
     /// Instances the autoscaler keeps between (`min`, and `max` capped by this host's capacity).
     pub scaling: ScalingView,
+    /// The `spec.fallback` model's pool, and whether it takes the traffic now.
+    pub fallback: Option<FallbackView>,
     pub inputs: Vec<aifn_model::Port>,
     pub outputs: Vec<aifn_model::Port>,
     pub spec: aifn_spec::FunctionSpec,
@@ -118,6 +124,12 @@ pub struct Host {
     /// One deploy or delete at a time, so version numbers and routes stay consistent.
     deploy_lock: tokio::sync::Mutex<()>,
     ready: AtomicBool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FallbackView {
+    pub active: bool,
+    pub load: crate::instance::PoolLoad,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -227,71 +239,20 @@ impl Host {
     }
 
     /// The autoscaler: every tick, for each function, one observation (ongoing requests, p95)
-    /// goes to its controller ([`crate::autoscale`]), and the pool is resized to its decision.
-    /// A thread of its own, because starting instances loads model sessions.
+    /// goes to its controller ([`crate::autoscale`]), and the pool is resized to its decision;
+    /// a function with a `fallback` is switched to it while the primary cannot keep its target at
+    /// its ceiling. A thread of its own, because starting instances loads model sessions.
     fn start_autoscaler(self: &Arc<Self>) {
         let host = Arc::downgrade(self);
         let tick = self.config.autoscale_tick;
         let spawned = std::thread::Builder::new()
             .name("aifn-autoscale".into())
             .spawn(move || {
-                let started = std::time::Instant::now();
-                // One controller per function version; a new version starts afresh.
-                let mut controllers: std::collections::HashMap<String, (u64, Controller)> =
-                    Default::default();
+                let mut autoscaler = Autoscaler::default();
                 loop {
                     std::thread::sleep(tick);
                     let Some(host) = host.upgrade() else { return };
-                    let functions: Vec<Arc<LoadedFunction>> =
-                        host.functions.iter().map(|f| f.value().clone()).collect();
-                    controllers.retain(|name, _| functions.iter().any(|f| f.name() == name));
-                    for function in functions {
-                        let load = function.pool.load();
-                        let entry = controllers
-                            .entry(function.name().to_string())
-                            .or_insert_with(|| {
-                                (
-                                    function.version(),
-                                    Controller::new(
-                                        host.autoscale_policy(&function),
-                                        load.instances,
-                                    ),
-                                )
-                            });
-                        if entry.0 != function.version() {
-                            *entry = (
-                                function.version(),
-                                Controller::new(host.autoscale_policy(&function), load.instances),
-                            );
-                        }
-                        let window = entry.1.policy().panic_window;
-                        let decision = entry.1.observe(Sample {
-                            at: started.elapsed(),
-                            ongoing: load.running + load.queued,
-                            p95: function.pool.p95(window),
-                        });
-                        if decision.instances != load.instances {
-                            tracing::info!(
-                                function = function.name(),
-                                version = function.version(),
-                                from = load.instances,
-                                to = decision.instances,
-                                running = load.running,
-                                queued = load.queued,
-                                panic = decision.panic,
-                                "scaling: {:?}",
-                                decision.reason
-                            );
-                            if let Err(e) = function.pool.resize(decision.instances) {
-                                tracing::error!(
-                                    function = function.name(),
-                                    "cannot start an instance: {e}"
-                                );
-                            }
-                            host.metrics
-                                .set_replicas(function.name(), function.pool.load().instances);
-                        }
-                    }
+                    autoscaler.tick(&host);
                 }
             });
         if let Err(e) = spawned {
@@ -356,37 +317,19 @@ impl Host {
         let spec = aifn_spec::parse(&request.spec).map_err(DeployError::Spec)?;
         let name = spec.metadata.name.clone();
 
-        // Resolve the model: an uploaded file, or the model store's entry for the id.
-        let uploaded_model = match &request.model {
-            Some(digest) => {
-                let size = self
-                    .store
-                    .blob_size(digest)
-                    .ok_or(StoreError::MissingBlob(digest.clone()))?;
-                Some(Artifact {
-                    digest: digest.clone(),
-                    size,
-                })
+        let (model, uploaded_model) =
+            self.resolve_model(&spec.spec.model, request.model.as_ref())?;
+        let fallback = match &spec.spec.fallback {
+            Some(fallback) => {
+                Some(self.resolve_model(&fallback.model, request.fallback_model.as_ref())?)
+            }
+            None if request.fallback_model.is_some() => {
+                return Err(DeployError::Module(
+                    "a fallback model was uploaded but the spec has no `fallback`".into(),
+                ))
             }
             None => None,
         };
-        let model = match &uploaded_model {
-            Some(artifact) => artifact.clone(),
-            None => {
-                self.store
-                    .model(&spec.spec.model.id)?
-                    .ok_or_else(|| DeployError::UnknownModel(spec.spec.model.id.clone()))?
-                    .model
-            }
-        };
-        if let Some(expected) = &spec.spec.model.sha256 {
-            if expected != model.digest.hex() {
-                return Err(DeployError::ModelDigest {
-                    expected: expected.clone(),
-                    actual: model.digest,
-                });
-            }
-        }
         let module = match (&spec.spec.module, &request.module) {
             (Some(_), Some(digest)) => {
                 let size = self
@@ -415,7 +358,12 @@ impl Host {
         let _guard = self.deploy_lock.lock().await;
         self.check_routes_free(&name, &spec.spec.endpoints)?;
 
-        let digest = VersionRecord::deployment_digest(&request.spec, &model, module.as_ref());
+        let digest = VersionRecord::deployment_digest(
+            &request.spec,
+            &model,
+            module.as_ref(),
+            fallback.as_ref().map(|(artifact, _)| artifact),
+        );
         if let Some(current) = self.function(&name) {
             if current.record.digest == digest {
                 return Ok(self.outcome(&current, true));
@@ -429,23 +377,76 @@ impl Host {
             model_id: spec.spec.model.id.clone(),
             model,
             module,
+            fallback_model: fallback.as_ref().map(|(artifact, _)| artifact.clone()),
             created_at: now_unix(),
         };
         // Load everything before touching what is serving: a failure here changes nothing.
         let function = self.load(record.clone()).await?;
 
         self.store.save_version(&record)?;
-        if let Some(artifact) = uploaded_model {
-            self.store.register_model(&ModelEntry {
-                id: record.model_id.clone(),
-                model: artifact,
-                updated_at: now_unix(),
-            })?;
+        // Uploaded models become known by their ids, for specs that name only the id.
+        let uploaded = [(spec.spec.model.id.clone(), uploaded_model)]
+            .into_iter()
+            .chain(
+                spec.spec
+                    .fallback
+                    .iter()
+                    .zip(fallback)
+                    .map(|(f, (_, up))| (f.model.id.clone(), up)),
+            );
+        for (id, artifact) in uploaded {
+            if let Some(artifact) = artifact {
+                self.store.register_model(&ModelEntry {
+                    id,
+                    model: artifact,
+                    updated_at: now_unix(),
+                })?;
+            }
         }
         self.store.activate(&name, record.version)?;
         let function = self.activate(function);
         tracing::info!(function = %name, version = record.version, digest = %record.digest, "deployed");
         Ok(self.outcome(&function, false))
+    }
+
+    /// A model block's artifact: the uploaded file, or the model store's entry for its id; and
+    /// the uploaded artifact again when there was one (to register it under the id).
+    fn resolve_model(
+        &self,
+        model: &aifn_spec::ModelSpec,
+        uploaded: Option<&Digest>,
+    ) -> Result<(Artifact, Option<Artifact>), DeployError> {
+        let uploaded = match uploaded {
+            Some(digest) => {
+                let size = self
+                    .store
+                    .blob_size(digest)
+                    .ok_or(StoreError::MissingBlob(digest.clone()))?;
+                Some(Artifact {
+                    digest: digest.clone(),
+                    size,
+                })
+            }
+            None => None,
+        };
+        let artifact = match &uploaded {
+            Some(artifact) => artifact.clone(),
+            None => {
+                self.store
+                    .model(&model.id)?
+                    .ok_or_else(|| DeployError::UnknownModel(model.id.clone()))?
+                    .model
+            }
+        };
+        if let Some(expected) = &model.sha256 {
+            if expected != artifact.digest.hex() {
+                return Err(DeployError::ModelDigest {
+                    expected: expected.clone(),
+                    actual: artifact.digest,
+                });
+            }
+        }
+        Ok((artifact, uploaded))
     }
 
     /// Refuses routes that another function serves.
@@ -610,6 +611,10 @@ impl Host {
                 .pool
                 .p95(std::time::Duration::from_secs(10))
                 .map(|d| d.as_secs_f64() * 1e3),
+            fallback: f.fallback.as_ref().map(|pool| FallbackView {
+                active: f.fallback_active.load(Ordering::Relaxed),
+                load: pool.load(),
+            }),
             scaling: ScalingView {
                 min: f.autoscale.min,
                 max: f.autoscale.max,
@@ -661,4 +666,165 @@ fn admin_token_from(store: &Store) -> anyhow::Result<String> {
     std::fs::rename(&tmp, &path).with_context(|| format!("creating {}", path.display()))?;
     tracing::info!(path = %path.display(), "created the admin token");
     Ok(token)
+}
+
+/// The autoscaler's memory between ticks: a controller per function version and variant, and
+/// the fallback switch's timers.
+struct Autoscaler {
+    started: std::time::Instant,
+    /// (function, variant) → (version, controller); a new version starts afresh.
+    controllers: std::collections::HashMap<(String, &'static str), (u64, Controller)>,
+    /// function → since when the primary has been over its target at its ceiling (while it
+    /// serves), or the fallback's load has fit the primary (while the fallback serves).
+    switch_since: std::collections::HashMap<String, std::time::Duration>,
+}
+
+impl Default for Autoscaler {
+    fn default() -> Self {
+        Autoscaler {
+            started: std::time::Instant::now(),
+            controllers: Default::default(),
+            switch_since: Default::default(),
+        }
+    }
+}
+
+impl Autoscaler {
+    fn tick(&mut self, host: &Host) {
+        let functions: Vec<Arc<LoadedFunction>> =
+            host.functions.iter().map(|f| f.value().clone()).collect();
+        self.controllers
+            .retain(|(name, _), _| functions.iter().any(|f| f.name() == name));
+        self.switch_since
+            .retain(|name, _| functions.iter().any(|f| f.name() == name));
+        for function in functions {
+            let primary = self.scale(host, &function, "primary", &function.pool);
+            if let Some(fallback) = &function.fallback {
+                self.scale(host, &function, "fallback", fallback);
+                self.switch(host, &function, primary, fallback);
+            }
+        }
+    }
+
+    /// Observes one pool, resizes it to the controller's decision, and returns the decision.
+    fn scale(
+        &mut self,
+        host: &Host,
+        function: &LoadedFunction,
+        variant: &'static str,
+        pool: &InstancePool,
+    ) -> Decision {
+        let load = pool.load();
+        let key = (function.name().to_string(), variant);
+        let policy = || {
+            let mut policy = host.autoscale_policy(function);
+            if variant == "fallback" {
+                policy.min = policy.min.min(1); // standby: one warm instance is enough
+            }
+            policy
+        };
+        let entry = self.controllers.entry(key).or_insert_with(|| {
+            (
+                function.version(),
+                Controller::new(policy(), load.instances),
+            )
+        });
+        if entry.0 != function.version() {
+            *entry = (
+                function.version(),
+                Controller::new(policy(), load.instances),
+            );
+        }
+        let window = entry.1.policy().panic_window;
+        let decision = entry.1.observe(Sample {
+            at: self.started.elapsed(),
+            ongoing: load.running + load.queued,
+            p95: pool.p95(window),
+        });
+        if decision.instances != load.instances {
+            tracing::info!(
+                function = function.name(),
+                version = function.version(),
+                variant,
+                from = load.instances,
+                to = decision.instances,
+                running = load.running,
+                queued = load.queued,
+                panic = decision.panic,
+                "scaling: {:?}",
+                decision.reason
+            );
+            if let Err(e) = pool.resize(decision.instances) {
+                tracing::error!(
+                    function = function.name(),
+                    variant,
+                    "cannot start an instance: {e}"
+                );
+            }
+            if variant == "primary" {
+                host.metrics
+                    .set_replicas(function.name(), pool.load().instances);
+            }
+        }
+        decision
+    }
+
+    /// Moves traffic to the fallback when the primary stays over its target at its ceiling for
+    /// the panic window (at least 1 s), and back when the fallback's load would fit the primary
+    /// at half its target for the scale-down delay.
+    fn switch(
+        &mut self,
+        host: &Host,
+        function: &LoadedFunction,
+        primary: Decision,
+        fallback: &InstancePool,
+    ) {
+        let now = self.started.elapsed();
+        let policy = host.autoscale_policy(function);
+        let active = function.fallback_active.load(Ordering::Relaxed);
+        let (condition, hold) = if active {
+            let load = fallback.load();
+            let fits = ((load.running + load.queued) as f64)
+                <= policy.ceiling() as f64 * policy.target_ongoing / 2.0;
+            (fits, policy.scale_down_delay)
+        } else {
+            let load = function.pool.load();
+            let over_target = match (
+                function.pool.p95(policy.panic_window),
+                policy.target_latency,
+            ) {
+                (Some(p95), Some(target)) => p95 > target,
+                _ => false,
+            };
+            let at_ceiling = primary.instances >= policy.ceiling()
+                && matches!(primary.reason, Reason::AtCeiling { .. });
+            (
+                at_ceiling && over_target && load.queued > 0,
+                policy.panic_window.max(std::time::Duration::from_secs(1)),
+            )
+        };
+        if !condition {
+            self.switch_since.remove(function.name());
+            return;
+        }
+        let since = *self
+            .switch_since
+            .entry(function.name().to_string())
+            .or_insert(now);
+        if now.saturating_sub(since) >= hold {
+            function.fallback_active.store(!active, Ordering::Relaxed);
+            self.switch_since.remove(function.name());
+            tracing::info!(
+                function = function.name(),
+                version = function.version(),
+                "fallback {}: {}",
+                if active { "off" } else { "on" },
+                if active {
+                    "the fallback's load fits the primary again"
+                } else {
+                    "the primary is over its target latency at its most replicas"
+                }
+            );
+        }
+    }
 }

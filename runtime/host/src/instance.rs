@@ -37,6 +37,8 @@ pub struct Reply {
     pub content_type: String,
     pub body: Bytes,
     pub timings: Timings,
+    /// Which model answered: `primary`, or `fallback` under peak load.
+    pub variant: &'static str,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -76,6 +78,8 @@ struct Job {
 pub struct Identity {
     pub name: Arc<str>,
     pub version: u64,
+    /// `primary`, or `fallback` for the pool of `spec.fallback`'s model.
+    pub variant: &'static str,
 }
 
 /// The instances of one function version. Dropping it closes the queue; instances finish the jobs
@@ -267,7 +271,12 @@ impl InstancePool {
         let batching = spawner.batching;
         self.dispatch.lock().instances += 1;
         std::thread::Builder::new()
-            .name(format!("{}-v{}-{index}", spawner.identity.name, spawner.identity.version))
+            .name(format!(
+                "{}-v{}-{}{index}",
+                spawner.identity.name,
+                spawner.identity.version,
+                if spawner.identity.variant == "fallback" { "f" } else { "" }
+            ))
             .spawn(move || {
                 loop {
                     let job = match dispatch.next_or_idle() {
@@ -631,6 +640,7 @@ fn finish(
             content_type: response.content_type,
             body: Bytes::from(response.body),
             timings,
+            variant: identity.variant,
         },
         None => {
             let body = encode_v2_response(&identity.name, &identity.version.to_string(), outputs);
@@ -639,6 +649,7 @@ fn finish(
                 content_type: "application/json".into(),
                 body: Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise")),
                 timings,
+                variant: identity.variant,
             }
         }
     })

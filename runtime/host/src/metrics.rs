@@ -16,6 +16,12 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VariantLabels {
+    pub function: String,
+    pub variant: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
     pub function: String,
     pub stage: &'static str,
@@ -54,6 +60,7 @@ pub struct Metrics {
     pub request_seconds: HistogramFamily<FunctionLabels>,
     pub stage_seconds: HistogramFamily<StageLabels>,
     pub batch_size: HistogramFamily<FunctionLabels>,
+    pub variants: Family<VariantLabels, Counter>,
     pub overloaded: Family<FunctionLabels, Counter>,
     pub replicas: Family<FunctionLabels, Gauge>,
     pub active_version: Family<FunctionLabels, Gauge>,
@@ -94,6 +101,12 @@ impl Default for Metrics {
             "batch_size",
             "Requests in each inference (dynamic batching; 1 when a request ran alone), observed per request",
             batch_size.clone(),
+        );
+        let variants = Family::<VariantLabels, Counter>::default();
+        registry.register(
+            "variant_requests",
+            "Requests answered by each model variant: primary, or fallback under peak load",
+            variants.clone(),
         );
         let overloaded = Family::<FunctionLabels, Counter>::default();
         registry.register(
@@ -159,6 +172,7 @@ impl Default for Metrics {
             request_seconds,
             stage_seconds,
             batch_size,
+            variants,
             overloaded,
             replicas,
             active_version,
@@ -308,6 +322,15 @@ impl Metrics {
         self.active_version
             .get_or_create(&labels)
             .set(version as i64);
+    }
+
+    pub fn count_variant(&self, function: &str, variant: &'static str) {
+        self.variants
+            .get_or_create(&VariantLabels {
+                function: function.to_string(),
+                variant,
+            })
+            .inc();
     }
 
     pub fn set_replicas(&self, function: &str, replicas: usize) {

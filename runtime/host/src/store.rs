@@ -105,6 +105,9 @@ pub struct VersionRecord {
     pub model_id: String,
     pub model: Artifact,
     pub module: Option<Artifact>,
+    /// The lighter model of `spec.fallback`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_model: Option<Artifact>,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
 }
@@ -114,6 +117,7 @@ impl VersionRecord {
         spec_yaml: &str,
         model: &Artifact,
         module: Option<&Artifact>,
+        fallback_model: Option<&Artifact>,
     ) -> Digest {
         let mut hasher = Sha256::new();
         hasher.update(spec_yaml.as_bytes());
@@ -122,6 +126,10 @@ impl VersionRecord {
         if let Some(module) = module {
             hasher.update(b"\0module\0");
             hasher.update(module.digest.hex());
+        }
+        if let Some(fallback) = fallback_model {
+            hasher.update(b"\0fallback\0");
+            hasher.update(fallback.digest.hex());
         }
         Digest(hex::encode(hasher.finalize()))
     }
@@ -445,11 +453,12 @@ mod tests {
             let record = VersionRecord {
                 name: "f".into(),
                 version,
-                digest: VersionRecord::deployment_digest("spec", &artifact, None),
+                digest: VersionRecord::deployment_digest("spec", &artifact, None, None),
                 spec_yaml: "spec".into(),
                 model_id: "m".into(),
                 model: artifact.clone(),
                 module: None,
+                fallback_model: None,
                 created_at: now_unix(),
             };
             store.save_version(&record).unwrap();

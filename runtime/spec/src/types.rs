@@ -32,6 +32,15 @@ pub struct FunctionBody {
     /// The WASM component that turns requests into model inputs (and, optionally, outputs into
     /// responses). Without it, endpoints take Open Inference Protocol v2 tensors directly.
     pub module: Option<ModuleSpec>,
+    /// A lighter variant of the model that takes the traffic when the function cannot keep its
+    /// `target_latency` at its most replicas.
+    pub fallback: Option<Fallback>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fallback {
+    /// Same inputs and outputs as `spec.model` (the module serves both).
+    pub model: ModelSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -300,9 +300,18 @@ impl Checker {
         let f = self.fields(
             node,
             "spec",
-            &["model", "resources", "scaling", "endpoints", "module"],
+            &[
+                "model",
+                "resources",
+                "scaling",
+                "endpoints",
+                "module",
+                "fallback",
+            ],
         )?;
-        let model = self.required(&f, "model").and_then(|n| self.model(n));
+        let model = self
+            .required(&f, "model")
+            .and_then(|n| self.model(n, "spec.model"));
         let resources = match f.get("resources") {
             Some(n) => self.resources(n),
             None => Some(Resources::default()),
@@ -318,44 +327,53 @@ impl Checker {
             Some(n) => self.module(n).map(Some),
             None => Some(None),
         };
+        let fallback = self.optional(&f, "fallback", |c, n, p| {
+            let f = c.fields(n, p, &["model"])?;
+            let model = c
+                .required(&f, "model")
+                .and_then(|n| c.model(n, "spec.fallback.model"))?;
+            Some(Fallback { model })
+        });
         Some(FunctionBody {
             model: model?,
             resources: resources?,
             scaling: scaling?,
             endpoints: endpoints?,
             module: module?,
+            fallback: fallback?,
         })
     }
 
-    fn model(&mut self, node: &Node) -> Option<ModelSpec> {
-        let f = self.fields(node, "spec.model", &["id", "runtime", "path", "sha256"])?;
+    /// A model block at `at` (`spec.model` or `spec.fallback.model`).
+    fn model(&mut self, node: &Node, at: &str) -> Option<ModelSpec> {
+        let f = self.fields(node, at, &["id", "runtime", "path", "sha256"])?;
         let id = self.required(&f, "id").and_then(|n| {
-            let id = self.string(n, "spec.model.id")?;
+            let id = self.string(n, &format!("{at}.id"))?;
             check_model_id(&id)
-                .map_err(|m| self.error("spec.model.id", n.pos, m))
+                .map_err(|m| self.error(&format!("{at}.id"), n.pos, m))
                 .ok()?;
             Some(id)
         });
         let runtime = self.required(&f, "runtime").and_then(|n| {
-            let text = self.string(n, "spec.model.runtime")?;
+            let text = self.string(n, &format!("{at}.runtime"))?;
             ModelRuntime::parse(&text)
-                .map_err(|m| self.error("spec.model.runtime", n.pos, m))
+                .map_err(|m| self.error(&format!("{at}.runtime"), n.pos, m))
                 .ok()
         });
         let path = match f.get("path") {
-            Some(n) => self.file_path(n, "spec.model.path").map(Some),
+            Some(n) => self.file_path(n, &format!("{at}.path")).map(Some),
             None => Some(None),
         };
         let sha256 = match f.get("sha256") {
             Some(n) => {
-                let digest = self.string(n, "spec.model.sha256");
+                let digest = self.string(n, &format!("{at}.sha256"));
                 match digest {
                     Some(d) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) => {
                         Some(Some(d.to_ascii_lowercase()))
                     }
                     Some(_) => {
                         self.error(
-                            "spec.model.sha256",
+                            &format!("{at}.sha256"),
                             n.pos,
                             "must be 64 hexadecimal characters",
                         );

@@ -147,6 +147,7 @@ pub(super) async fn endpoint(
                     body: reply.body,
                     cache: cache.as_ref().map(|_| "bypass"),
                     rate: None,
+                    variant: Some(reply.variant),
                 }
             }
         };
@@ -253,6 +254,8 @@ struct Served {
     body: Bytes,
     cache: Option<&'static str>,
     rate: Option<Allowed>,
+    /// The model variant that answered (not known for cached answers).
+    variant: Option<&'static str>,
 }
 
 impl Served {
@@ -263,13 +266,14 @@ impl Served {
             body: reply.body.clone(),
             cache: Some(outcome),
             rate: None,
+            variant: None,
         }
     }
 }
 
 /// Hands work to the function's instances and waits for the reply.
 async fn invoke(host: &Host, function: &LoadedFunction, work: Work) -> Result<Reply, ApiError> {
-    let receiver = function.pool.submit(work).inspect_err(|_| {
+    let receiver = function.serving_pool().submit(work).inspect_err(|_| {
         host.metrics
             .overloaded
             .get_or_create(&FunctionLabels {
@@ -325,6 +329,10 @@ fn finish(
             }
             if let Some(outcome) = served.cache {
                 headers.insert("x-cache", HeaderValue::from_static(outcome));
+            }
+            if let Some(variant) = served.variant {
+                headers.insert("x-aifn-variant", HeaderValue::from_static(variant));
+                host.metrics.count_variant(function.name(), variant);
             }
             if let Some(rate) = served.rate {
                 rate_headers(headers, rate.limit, rate.remaining, rate.reset);
@@ -410,6 +418,7 @@ pub(super) async fn v2(
                             body: reply.body,
                             cache: None,
                             rate: admitted.rate,
+                            variant: Some(reply.variant),
                         })
                     }
                     .await;
