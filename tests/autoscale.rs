@@ -101,3 +101,47 @@ fn bursts_scale_up_to_the_ceiling_and_quiet_scales_back_down() {
         200
     );
 }
+
+#[test]
+fn min_replicas_zero_scales_to_zero_and_a_request_brings_one_back() {
+    let state = temp_dir("autoscale-zero");
+    let host = TestHost::start_with(
+        &state,
+        &[
+            "--autoscale-window-secs",
+            "1",
+            "--scale-down-delay-secs",
+            "0.5",
+        ],
+    );
+    host.deploy(&churn_spec(
+        &state,
+        "churn.yaml",
+        &[("min_replicas: 2", "min_replicas: 0")],
+    ));
+    let body = r#"{"avg_monthly_spend": 42.5, "days_since_last_purchase": 12, "support_tickets_last_30d": 1, "subscription_tier": "premium"}"#;
+    assert_eq!(host.post("/v1/churn", body).status, 200);
+    let churn = |host: &TestHost| {
+        request(
+            &host.url("/admin/v1/functions/churn-predictor"),
+            "GET",
+            b"",
+            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        )
+        .json()
+    };
+    let started = Instant::now();
+    while churn(&host)["load"]["instances"] != 0 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        churn(&host)["load"]["instances"],
+        0,
+        "did not scale to zero"
+    );
+    // The next request waits for an instance to start, and is answered.
+    let reply = host.post("/v1/churn", body);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.json()["churn_probability"].is_number());
+    assert!(churn(&host)["load"]["instances"].as_u64().unwrap() >= 1);
+}

@@ -112,6 +112,42 @@ fn without_padding_only_equal_shapes_merge() {
 }
 
 #[test]
+fn a_batch_delay_gathers_requests_that_arrive_close_together() {
+    let state = temp_dir("batching-delay");
+    let host = TestHost::start(&state);
+    host.deploy(&embedder(
+        &state,
+        "max_batch_size: 8\n    max_batch_delay: 300ms\n    batch_padding: zeros",
+    ));
+    let reference = reference();
+    // Three requests a few ms apart on an idle host: without a delay the first would run alone;
+    // with it, the instance holding the first waits for the others.
+    let cases: Vec<&Case> = reference
+        .iter()
+        .filter(|c| c.ids.len() <= 32)
+        .take(3)
+        .collect();
+    let host = &host;
+    std::thread::scope(|scope| {
+        for (i, case) in cases.iter().enumerate() {
+            scope.spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(10 * i as u64));
+                let reply = host.post(
+                    "/v1/embeddings",
+                    &json!({ "inputs": case.text }).to_string(),
+                );
+                assert_eq!(reply.status, 200, "{}", reply.body);
+                let cos = cosine(&floats(&reply.json()["embedding"]), &case.embedding);
+                assert!(cos >= 0.9999, "cosine {cos} for {:?}", case.text);
+            });
+        }
+    });
+    let (count, sum) = batch_metric(host);
+    assert_eq!(count, 3.0);
+    assert_eq!(sum, 9.0, "the three requests did not share one inference");
+}
+
+#[test]
 fn batching_needs_a_model_with_a_batch_dimension() {
     let state = temp_dir("batching-fixed");
     let host = TestHost::start(&state);

@@ -12,7 +12,23 @@
 //! instances only add latency and the host sheds load instead.
 
 use std::collections::VecDeque;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// The autoscaler's thread, so that a request to a function scaled to zero can wake it at once.
+static AUTOSCALER: OnceLock<std::thread::Thread> = OnceLock::new();
+
+/// Called by the autoscaler's thread once, before it starts ticking.
+pub(crate) fn register_thread() {
+    let _ = AUTOSCALER.set(std::thread::current());
+}
+
+/// Makes the autoscaler tick now (a request is waiting for a function with no instance).
+pub(crate) fn wake() {
+    if let Some(thread) = AUTOSCALER.get() {
+        thread.unpark();
+    }
+}
 
 /// What the controller aims for and may do, for one function.
 #[derive(Debug, Clone)]

@@ -311,6 +311,9 @@ fn batching(
     }
     Ok(Batching {
         max_size: scaling.max_batch_size as usize,
+        max_delay: scaling
+            .max_batch_delay
+            .map_or(std::time::Duration::ZERO, |d| d.0),
         pad: scaling.batch_padding == aifn_spec::BatchPadding::Zeros,
     })
 }

@@ -95,6 +95,8 @@ pub struct FunctionStatus {
     pub load: crate::instance::PoolLoad,
     /// p95 latency over the last 10 s, in milliseconds.
     pub p95_ms: Option<f64>,
+    /// p50, p95 and p99 latency over the last 10 s, in milliseconds (queue + service).
+    pub latency_ms: Option<LatencyView>,
     /// Instances the autoscaler keeps between (`min`, and `max` capped by this host's capacity).
     pub scaling: ScalingView,
     /// The `spec.fallback` model's pool, and whether it takes the traffic now.
@@ -124,6 +126,13 @@ pub struct Host {
     /// One deploy or delete at a time, so version numbers and routes stay consistent.
     deploy_lock: tokio::sync::Mutex<()>,
     ready: AtomicBool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyView {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -249,8 +258,10 @@ impl Host {
             .name("aifn-autoscale".into())
             .spawn(move || {
                 let mut autoscaler = Autoscaler::default();
+                crate::autoscale::register_thread();
                 loop {
-                    std::thread::sleep(tick);
+                    // A tick, or sooner when a request waits for a function with no instance.
+                    std::thread::park_timeout(tick);
                     let Some(host) = host.upgrade() else { return };
                     autoscaler.tick(&host);
                 }
@@ -611,6 +622,14 @@ impl Host {
                 .pool
                 .p95(std::time::Duration::from_secs(10))
                 .map(|d| d.as_secs_f64() * 1e3),
+            latency_ms: f
+                .pool
+                .percentiles(std::time::Duration::from_secs(10), &[0.5, 0.95, 0.99])
+                .map(|p| LatencyView {
+                    p50: p[0].as_secs_f64() * 1e3,
+                    p95: p[1].as_secs_f64() * 1e3,
+                    p99: p[2].as_secs_f64() * 1e3,
+                }),
             fallback: f.fallback.as_ref().map(|pool| FallbackView {
                 active: f.fallback_active.load(Ordering::Relaxed),
                 load: pool.load(),

@@ -113,6 +113,8 @@ struct Spawner {
 
 struct Dispatch {
     state: Mutex<DispatchState>,
+    /// Signalled when a job is queued, for instances waiting to fill a batch.
+    queued: std::sync::Condvar,
 }
 
 struct DispatchState {
@@ -180,9 +182,22 @@ impl Dispatch {
         NextJob::Wait(jobs)
     }
 
-    /// Up to `max` jobs that are waiting now, oldest first: the rest of a batch.
-    fn take_queued(&self, max: usize) -> Vec<Job> {
+    /// Up to `max` jobs that are waiting, oldest first: the rest of a batch. With a `delay`, waits
+    /// until `max` are queued or the delay has passed.
+    fn take_queued(&self, max: usize, delay: Duration) -> Vec<Job> {
         let mut state = self.lock();
+        let deadline = Instant::now() + delay;
+        while state.queue.len() < max && !state.closed {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = self
+                .queued
+                .wait_timeout(state, deadline - now)
+                .expect("dispatch lock")
+                .0;
+        }
         let n = max.min(state.queue.len());
         state.queue.drain(..n).collect()
     }
@@ -211,6 +226,7 @@ impl InstancePool {
                     instances: 0,
                     retiring: 0,
                 }),
+                queued: Default::default(),
             }),
             spawner: Spawner {
                 identity,
@@ -290,7 +306,7 @@ impl InstancePool {
                     // Requests that queued up meanwhile join this one's inference.
                     let mut batch = vec![job];
                     if batching.max_size > 1 {
-                        batch.extend(dispatch.take_queued(batching.max_size - 1));
+                        batch.extend(dispatch.take_queued(batching.max_size - 1, batching.max_delay));
                     }
                     instance.serve(batch);
                 }
@@ -312,6 +328,12 @@ impl InstancePool {
 
     /// The 95th percentile of the latencies of requests answered in the last `window`.
     pub fn p95(&self, window: Duration) -> Option<Duration> {
+        self.percentiles(window, &[0.95]).map(|p| p[0])
+    }
+
+    /// Percentiles (`0.5` for the median) of the latencies of requests answered in the last
+    /// `window`, or `None` when none were.
+    pub fn percentiles(&self, window: Duration, quantiles: &[f64]) -> Option<Vec<Duration>> {
         let mut latencies = self.latencies.lock().expect("latency lock");
         let now = Instant::now();
         while latencies
@@ -324,8 +346,15 @@ impl InstancePool {
             return None;
         }
         let mut values: Vec<Duration> = latencies.iter().map(|(_, d)| *d).collect();
+        drop(latencies);
         values.sort_unstable();
-        Some(values[(values.len() - 1) * 95 / 100])
+        let last = values.len() - 1;
+        Some(
+            quantiles
+                .iter()
+                .map(|q| values[((last as f64) * q).round() as usize])
+                .collect(),
+        )
     }
 
     /// Hands work to an idle instance, queues it, or refuses at once when the queue is full.
@@ -354,6 +383,13 @@ impl InstancePool {
             });
         }
         state.queue.push_back(job);
+        let no_instance = state.instances == state.retiring;
+        drop(state);
+        self.dispatch.queued.notify_one();
+        if no_instance {
+            // Scaled to zero: the autoscaler starts an instance now rather than at its next tick.
+            crate::autoscale::wake();
+        }
         Ok(receiver)
     }
 }
@@ -364,6 +400,8 @@ impl Drop for InstancePool {
         state.closed = true;
         // Idle instances see their channel close and exit; busy ones drain the queue first.
         state.idle.clear();
+        drop(state);
+        self.dispatch.queued.notify_all();
     }
 }
 
@@ -380,6 +418,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 pub struct Batching {
     /// 1 turns batching off.
     pub max_size: usize,
+    /// How long an instance with a partial batch waits for more requests.
+    pub max_delay: Duration,
     /// Whether inputs that differ beyond the batch dimension are zero-padded to merge.
     pub pad: bool,
 }
@@ -387,6 +427,7 @@ pub struct Batching {
 impl Batching {
     pub const OFF: Batching = Batching {
         max_size: 1,
+        max_delay: Duration::ZERO,
         pad: false,
     };
 }

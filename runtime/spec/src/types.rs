@@ -72,6 +72,8 @@ pub struct Scaling {
     pub max_concurrency: Option<u32>,
     /// Most requests merged into one inference (dynamic batching); 1 turns batching off.
     pub max_batch_size: u32,
+    /// How long an instance holding a partial batch waits for more requests (none by default).
+    pub max_batch_delay: Option<HumanDuration>,
     /// How inputs whose shapes differ beyond the batch dimension are merged.
     pub batch_padding: BatchPadding,
 }
@@ -96,6 +98,7 @@ impl Default for Scaling {
             target_latency: None,
             max_concurrency: None,
             max_batch_size: 1,
+            max_batch_delay: None,
             batch_padding: BatchPadding::None,
         }
     }

@@ -442,6 +442,7 @@ impl Checker {
                 "target_latency",
                 "max_concurrency",
                 "max_batch_size",
+                "max_batch_delay",
                 "batch_padding",
             ],
         )?;
@@ -495,6 +496,18 @@ impl Checker {
             }
             Some(value)
         });
+        let max_batch_delay = self.optional(&f, "max_batch_delay", |c, n, p| {
+            let delay = c.parsed(n, p, "a duration like `2ms`", parse_duration)?;
+            if delay.0 > std::time::Duration::from_secs(1) {
+                c.error(
+                    p,
+                    n.pos,
+                    "must be at most 1s (it is added to a request's latency)",
+                );
+                return None;
+            }
+            Some(delay)
+        });
         let batch_padding = self.optional(&f, "batch_padding", |c, n, p| {
             c.string(n, p).and_then(|text| match text.as_str() {
                 "none" => Some(BatchPadding::None),
@@ -515,6 +528,7 @@ impl Checker {
             target_latency: target_latency?,
             max_concurrency: max_concurrency?,
             max_batch_size: max_batch_size?.unwrap_or(1),
+            max_batch_delay: max_batch_delay?,
             batch_padding: batch_padding?.unwrap_or_default(),
         })
     }
