@@ -5,12 +5,20 @@
 # 250 ms; then a sweep of fixed replica counts (min = max) at 64 clients gives the best fixed
 # configuration to compare the autoscaled throughput with.
 #
-#   ./bench/autoscale.sh [SECONDS_PER_STEP]   (default 10; needs ./scripts/setup.sh first)
+#   ./bench/autoscale.sh [SECONDS_PER_STEP] [text-embedder|slow]   (default 10 text-embedder)
 #
-# Writes bench/results/autoscale.md, autoscale.csv and autoscale.svg (p95 and replicas over time).
+# `slow` runs the same steps on the churn predictor's module with a deliberately slow synthetic
+# model (tests/fixtures/models/slow.onnx, ~2.5 ms per row, target_latency 10ms, no batching).
+# Needs ./scripts/setup.sh first. Writes bench/results/autoscale[-slow].{md,csv,svg}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
+model="${2:-text-embedder}"
+case "$model" in
+  text-embedder) suffix=""; target=50 ;;
+  slow) suffix="-slow"; target=10 ;;
+  *) echo "usage: $0 [SECONDS_PER_STEP] [text-embedder|slow]" >&2; exit 2 ;;
+esac
 aifn=target/release/aifn
 py=.venv/bin/python
 [ -x "$aifn" ] && [ -f functions/text-embedder/model/model.onnx ] || { echo "run ./scripts/setup.sh first" >&2; exit 1; }
@@ -33,23 +41,39 @@ start_host() {
   done
   [ -n "$base" ] || { cat "$work/host-$1.log"; exit 1; }
 }
-spec() { # min max -> a copy of the text-embedder's spec with one thread per instance
-  sed -e 's#path: model/#path: '"$PWD"'/functions/text-embedder/model/#' \
-      -e 's#path: module/#path: '"$PWD"'/functions/text-embedder/module/#' \
-      -e 's/cpu: "2"/cpu: "1"/' -e "s/min_replicas: 1/min_replicas: $1/" -e "s/max_replicas: 4/max_replicas: $2/" \
-      functions/text-embedder/function.yaml > "$work/te-$1-$2.yaml"
-  echo "$work/te-$1-$2.yaml"
+spec() { # min max -> a copy of the function's spec with one thread per instance
+  if [ "$model" = text-embedder ]; then
+    sed -e 's#path: model/#path: '"$PWD"'/functions/text-embedder/model/#' \
+        -e 's#path: module/#path: '"$PWD"'/functions/text-embedder/module/#' \
+        -e 's/cpu: "2"/cpu: "1"/' -e "s/min_replicas: 1/min_replicas: $1/" -e "s/max_replicas: 4/max_replicas: $2/" \
+        functions/text-embedder/function.yaml > "$work/spec-$1-$2.yaml"
+  else
+    sed -e 's#path: model/churn.onnx#path: '"$PWD"'/tests/fixtures/models/slow.onnx#' \
+        -e 's#path: module/#path: '"$PWD"'/functions/churn-predictor/module/#' \
+        -e 's/id: churn_logreg_v1/id: slow_synthetic/' -e 's/target_latency: 20ms/target_latency: 10ms/' \
+        -e "s/min_replicas: 2/min_replicas: $1/" -e "s/max_replicas: 8/max_replicas: $2/" \
+        functions/churn-predictor/function.yaml > "$work/spec-$1-$2.yaml"
+  fi
+  echo "$work/spec-$1-$2.yaml"
 }
-cat > "$work/post.lua" <<'LUA'
+if [ "$model" = text-embedder ]; then
+  route=/v1/embeddings name=text-embedder
+  body='{"inputs": "The restaurant was noisy but the food was excellent, and the staff were friendly."}'
+else
+  route=/v1/churn name=churn-predictor
+  body='{"avg_monthly_spend": 42.5, "days_since_last_purchase": 12, "support_tickets_last_30d": 1, "subscription_tier": "premium"}'
+  [ -f tests/fixtures/models/slow.onnx ] || $py tests/fixtures/models/make.py > /dev/null
+fi
+cat > "$work/post.lua" <<LUA
 wrk.method = "POST"
-wrk.body = '{"inputs": "The restaurant was noisy but the food was excellent, and the staff were friendly."}'
+wrk.body = '$body'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n / 1000; else if (v ~ /ms$/) print n; else print n * 1000 }'; }
 load() { # connections -> "rps p50_ms p99_ms errors"
   local threads=2
   [ "$1" -eq 1 ] && threads=1
-  out=$(wrk -t"$threads" -c"$1" -d"${seconds}s" --timeout 10s --latency -s "$work/post.lua" "$base/v1/embeddings")
+  out=$(wrk -t"$threads" -c"$1" -d"${seconds}s" --timeout 10s --latency -s "$work/post.lua" "$base$route")
   errors=$(echo "$out" | awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }')
   echo "$(echo "$out" | awk '/Requests\/sec/ { print $2 }') $(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')") $(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')") $errors"
 }
@@ -62,7 +86,7 @@ echo 0 > "$work/clients"
 t0=$(date +%s.%N)
 (
   while true; do
-    s=$(curl -sf -H 'Authorization: Bearer bench' "$base/admin/v1/functions/text-embedder" || true)
+    s=$(curl -sf -H 'Authorization: Bearer bench' "$base/admin/v1/functions/$name" || true)
     [ -n "$s" ] && echo "$s" | $py -c '
 import json, sys, time
 s = json.load(sys.stdin)
@@ -84,7 +108,7 @@ done
 echo 0 > "$work/clients"
 sleep 20
 kill $sampler_pid 2>/dev/null || true
-ceiling=$(curl -sf -H 'Authorization: Bearer bench' "$base/admin/v1/functions/text-embedder" | $py -c 'import json,sys; print(json.load(sys.stdin)["scaling"]["ceiling"])')
+ceiling=$(curl -sf -H 'Authorization: Bearer bench' "$base/admin/v1/functions/$name" | $py -c 'import json,sys; print(json.load(sys.stdin)["scaling"]["ceiling"])')
 auto64=$(echo "${step[64]}" | awk '{ print $1 }')
 grep -c "scaling:" "$work/host-auto.log" > "$work/decisions" || true
 grep "scaling:" "$work/host-auto.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -20 > "$work/decision-log"
@@ -102,14 +126,20 @@ for n in $(seq 1 "$ceiling"); do
 done
 
 mkdir -p bench/results
-cp "$work/samples.csv" bench/results/autoscale.csv
-$py bench/plot_autoscale.py bench/results/autoscale.csv bench/results/autoscale.svg 50
+cp "$work/samples.csv" "bench/results/autoscale$suffix.csv"
+$py bench/plot_autoscale.py "bench/results/autoscale$suffix.csv" "bench/results/autoscale$suffix.svg" "$target"
 {
   echo "# Autoscaling under a step load ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
   echo
-  echo "\`./bench/autoscale.sh $seconds\`: text-embedder with \`cpu: \"1\"\`, min_replicas 1, max_replicas 4 (ceiling on this"
-  echo "host: $ceiling), target_latency 50ms, max_batch_size 16; host with \`--autoscale-window-secs 10 --scale-down-delay-secs 5\`;"
-  echo "wrk on 127.0.0.1, ${seconds}s per step. Samples every 250 ms: bench/results/autoscale.csv; plot: autoscale.svg."
+  if [ "$model" = text-embedder ]; then
+    echo "\`./bench/autoscale.sh $seconds\`: text-embedder with \`cpu: \"1\"\`, min_replicas 1, max_replicas 4 (ceiling on this"
+    echo "host: $ceiling), target_latency 50ms, max_batch_size 16;"
+  else
+    echo "\`./bench/autoscale.sh $seconds slow\`: the churn module with a synthetic slow model (~2.5 ms per row), \`cpu: \"1\"\`,"
+    echo "min_replicas 1, max_replicas 8 (ceiling on this host: $ceiling), target_latency 10ms, no batching;"
+  fi
+  echo "host with \`--autoscale-window-secs 10 --scale-down-delay-secs 5\`; wrk on 127.0.0.1, ${seconds}s per step."
+  echo "Samples every 250 ms: bench/results/autoscale$suffix.csv; plot: autoscale$suffix.svg."
   echo
   echo "| clients | req/s | p50 ms | p99 ms | errors |"
   echo "| --- | --- | --- | --- | --- |"
@@ -131,7 +161,7 @@ $py bench/plot_autoscale.py bench/results/autoscale.csv bench/results/autoscale.
   done
   echo
   awk -v a="$auto64" -v b="$best" 'BEGIN { printf "Autoscaled throughput at 64 clients: %.0f req/s = %.0f%% of the best fixed configuration (%.0f req/s).\n", a, 100 * a / b, b }'
-  $py - bench/results/autoscale.csv 50 <<'PY'
+  $py - "bench/results/autoscale$suffix.csv" "$target" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 target = float(sys.argv[2])
@@ -161,4 +191,4 @@ PY
   echo '```'
   cut -c1-220 "$work/decision-log"
   echo '```'
-} | tee bench/results/autoscale.md
+} | tee "bench/results/autoscale$suffix.md"
