@@ -251,8 +251,10 @@ impl InstancePool {
             let serving = state.instances - state.retiring;
             if target <= serving {
                 let mut surplus = serving - target;
-                while surplus > 0 && state.idle.pop().is_some() {
-                    // Dropping its sender wakes the idle instance, which stops.
+                while surplus > 0 && !state.idle.is_empty() {
+                    // The instance idle longest goes (the recent ones have warm caches); dropping
+                    // its sender wakes it, and it stops.
+                    state.idle.remove(0);
                     state.instances -= 1;
                     surplus -= 1;
                 }
