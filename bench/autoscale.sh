@@ -12,6 +12,7 @@
 # Needs ./scripts/setup.sh first. Writes bench/results/autoscale[-slow].{md,csv,svg}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 seconds="${1:-10}"
 model="${2:-text-embedder}"
 case "$model" in
@@ -29,18 +30,7 @@ trap 'kill $host_pid $sampler_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 sampler_pid=
 export AIFN_LOG=info
 
-start_host() {
-  $aifn serve --listen 127.0.0.1:0 --state-dir "$work/state-$1" --admin-token bench \
-    --autoscale-window-secs 10 --scale-down-delay-secs 5 > "$work/host.out" 2> "$work/host-$1.log" &
-  host_pid=$!
-  base=
-  for _ in $(seq 1 200); do
-    base=$(sed -n 's/^aifn listening on //p' "$work/host.out")
-    [ -n "$base" ] && break
-    sleep 0.05
-  done
-  [ -n "$base" ] || { cat "$work/host-$1.log"; exit 1; }
-}
+serve() { start_host "$work/$1" --autoscale-window-secs 10 --scale-down-delay-secs 5; } # name
 spec() { # min max -> a copy of the function's spec with one thread per instance
   if [ "$model" = text-embedder ]; then
     sed -e 's#path: model/#path: '"$PWD"'/functions/text-embedder/model/#' \
@@ -69,17 +59,12 @@ wrk.method = "POST"
 wrk.body = '$body'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n / 1000; else if (v ~ /ms$/) print n; else print n * 1000 }'; }
 load() { # connections -> "rps p50_ms p99_ms errors"
-  local threads=2
-  [ "$1" -eq 1 ] && threads=1
-  out=$(wrk -t"$threads" -c"$1" -d"${seconds}s" --timeout 10s --latency -s "$work/post.lua" "$base$route")
-  errors=$(echo "$out" | awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }')
-  echo "$(echo "$out" | awk '/Requests\/sec/ { print $2 }') $(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')") $(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')") $errors"
+  wrk_post "$base$route" "$1" "$seconds" "$work/post.lua" | awk '{ print $1, $2 / 1000, $3 / 1000, $4 }'
 }
 
 # 1. The step load, autoscaled (1 to 4 replicas asked; the host's cores cap it).
-start_host auto
+serve auto
 AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench $aifn deploy "$(spec 1 4)" > /dev/null
 echo "seconds,clients,replicas,running,queued,p95_ms" > "$work/samples.csv"
 echo 0 > "$work/clients"
@@ -110,15 +95,15 @@ sleep 20
 kill $sampler_pid 2>/dev/null || true
 ceiling=$(curl -sf -H 'Authorization: Bearer bench' "$base/admin/v1/functions/$name" | $py -c 'import json,sys; print(json.load(sys.stdin)["scaling"]["ceiling"])')
 auto64=$(echo "${step[64]}" | awk '{ print $1 }')
-grep -c "scaling:" "$work/host-auto.log" > "$work/decisions" || true
-grep "scaling:" "$work/host-auto.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -20 > "$work/decision-log"
+grep -c "scaling:" "$work/auto/host.log" > "$work/decisions" || true
+grep "scaling:" "$work/auto/host.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -20 > "$work/decision-log"
 kill $host_pid 2>/dev/null || true
 wait $host_pid 2>/dev/null || true
 
 # 2. Fixed replica counts at 64 clients: the best fixed configuration.
 declare -A fixed
 for n in $(seq 1 "$ceiling"); do
-  start_host "fixed$n"
+  serve "fixed$n"
   AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench $aifn deploy "$(spec "$n" "$n")" > /dev/null
   fixed[$n]=$(load 64)
   kill $host_pid 2>/dev/null || true

@@ -5,6 +5,7 @@
 #   ./bench/cache_hit.sh [SECONDS_PER_RUN]     (default 10; needs ./scripts/setup.sh first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 seconds="${1:-10}"
 aifn=target/release/aifn
 command -v wrk >/dev/null || { echo "wrk is missing: run ./scripts/setup.sh" >&2; exit 1; }
@@ -14,9 +15,7 @@ work=$(mktemp -d)
 trap 'kill $host_pid $bare_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 wait_for() { for _ in $(seq 1 200); do v=$(sed -n "s/^$2//p" "$1"); [ -n "$v" ] && { echo "$v"; return; }; sleep 0.05; done; exit 1; }
 
-AIFN_LOG=warn $aifn serve --listen 127.0.0.1:0 --state-dir "$work/state" --admin-token bench > "$work/host.out" 2> "$work/host.log" &
-host_pid=$!
-base=$(wait_for "$work/host.out" "aifn listening on ")
+AIFN_LOG=warn start_host "$work/host"
 sed 's#      auth: none#      auth: api_key\n      rate_limit: {requests_per_second: 1000000, burst: 1000000}\n      cache: {ttl: 10m}#' \
   functions/churn-predictor/function.yaml > functions/churn-predictor/.bench-cached.yaml
 trap 'kill $host_pid $bare_pid 2>/dev/null || true; rm -rf "$work" functions/churn-predictor/.bench-cached.yaml' EXIT

@@ -7,19 +7,13 @@
 #   ./bench/cold_start.sh          (needs ./scripts/setup.sh first; writes bench/results/cold_start.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 aifn=target/release/aifn
 [ -x "$aifn" ] || { echo "run ./scripts/setup.sh first" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'kill $host_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 export AIFN_LOG=warn
-$aifn serve --listen 127.0.0.1:0 --state-dir "$work/state" --admin-token bench \
-  --autoscale-window-secs 1 --scale-down-delay-secs 0.5 > "$work/host.out" 2> "$work/host.log" &
-host_pid=$!
-for _ in $(seq 1 200); do
-  base=$(sed -n 's/^aifn listening on //p' "$work/host.out")
-  [ -n "$base" ] && break
-  sleep 0.05
-done
+start_host "$work/host" --autoscale-window-secs 1 --scale-down-delay-secs 0.5
 instances() { curl -sf -H 'Authorization: Bearer bench' "$base/admin/v1/functions/$1" | sed -n 's/.*"load":{"instances":\([0-9]*\).*/\1/p'; }
 ms() { curl -s -o /dev/null -w '%{time_total}' -XPOST "$base$1" -H 'content-type: application/json' -d "$2" | awk '{ printf "%.1f", $1 * 1000 }'; }
 

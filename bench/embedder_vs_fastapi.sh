@@ -10,6 +10,7 @@
 # bench/results/embedder_vs_fastapi.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 seconds="${1:-10}"
 rounds="${2:-2}"
 aifn=target/release/aifn
@@ -23,18 +24,15 @@ fi
 work=$(mktemp -d)
 trap 'kill $host_pid $baseline_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 export AIFN_LOG=warn
-$aifn serve --listen 127.0.0.1:0 --state-dir "$work/state" --admin-token bench > "$work/host.out" 2> "$work/host.log" &
-host_pid=$!
+start_host "$work/host"
 port=$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 $py bench/fastapi_embedder.py --port "$port" > "$work/baseline.log" 2>&1 &
 baseline_pid=$!
 baseline="http://127.0.0.1:$port"
 for _ in $(seq 1 400); do
-  base=$(sed -n 's/^aifn listening on //p' "$work/host.out")
-  [ -n "$base" ] && curl -sf -o /dev/null -XPOST "$baseline/v1/embeddings" -H 'content-type: application/json' -d '{"inputs":"x"}' && break
+  curl -sf -o /dev/null -XPOST "$baseline/v1/embeddings" -H 'content-type: application/json' -d '{"inputs":"x"}' && break
   sleep 0.05
 done
-[ -n "$base" ] || { cat "$work/host.log" "$work/baseline.log"; exit 1; }
 AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench $aifn deploy functions/text-embedder/function.yaml > /dev/null
 
 text="The restaurant was noisy but the food was excellent, and the staff were friendly."
@@ -73,15 +71,7 @@ wrk.method = "POST"
 wrk.body = '$body'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-# wrk reports latencies like 95.00us, 1.20ms or 1.01s; turn them into microseconds.
-to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else print n * 1000000 }'; }
-load() { # url connections -> "rps p50_us p99_us errors"
-  local wrk_threads=2
-  [ "$2" -eq 1 ] && wrk_threads=1
-  out=$(wrk -t"$wrk_threads" -c"$2" -d"${seconds}s" --timeout 10s --latency -s "$work/post.lua" "$1/v1/embeddings")
-  errors=$(echo "$out" | awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }')
-  echo "$(echo "$out" | awk '/Requests\/sec/ { print $2 }') $(to_us "$(echo "$out" | awk '$1 == "50%" { print $2 }')") $(to_us "$(echo "$out" | awk '$1 == "99%" { print $2 }')") $errors"
-}
+load() { wrk_post "$1/v1/embeddings" "$2" "$seconds" "$work/post.lua"; } # url connections
 better() { # keep the round with more requests/s
   if [ -z "$1" ]; then echo "$2"; else awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); print (y[1] > x[1] ? b : a) }'; fi
 }

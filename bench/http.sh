@@ -7,6 +7,7 @@
 # Prints a table and writes it to bench/results/http.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 seconds="${1:-10}"
 aifn=target/release/aifn
 [ -x "$aifn" ] || { echo "run ./scripts/setup.sh first" >&2; exit 1; }
@@ -15,14 +16,7 @@ command -v wrk >/dev/null || { echo "wrk is missing: run ./scripts/setup.sh" >&2
 work=$(mktemp -d)
 trap 'kill $host_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 export AIFN_LOG=warn
-$aifn serve --listen 127.0.0.1:0 --state-dir "$work/state" --admin-token bench > "$work/host.out" 2> "$work/host.log" &
-host_pid=$!
-for _ in $(seq 1 200); do
-  base=$(sed -n 's/^aifn listening on //p' "$work/host.out")
-  [ -n "$base" ] && break
-  sleep 0.05
-done
-[ -n "$base" ] || { cat "$work/host.log"; exit 1; }
+start_host "$work/host"
 AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench $aifn deploy functions/churn-predictor/function.yaml > /dev/null
 
 body='{"avg_monthly_spend": 42.5, "days_since_last_purchase": 12, "support_tickets_last_30d": 1, "subscription_tier": "premium"}'
@@ -34,8 +28,6 @@ wrk.body = '$1'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 }
-# wrk reports latencies like 95.00us, 1.20ms or 1.01s; turn them into microseconds.
-to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else print n * 1000000 }'; }
 run() { # name path body connections threads
   lua "$3"
   out=$(wrk -t"$5" -c"$4" -d"${seconds}s" --latency -s "$work/post.lua" "$base$2")

@@ -10,13 +10,7 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn status(host: &TestHost) -> Value {
-    request(
-        &host.url("/admin/v1/functions/text-embedder"),
-        "GET",
-        b"",
-        &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
-    )
-    .json()
+    host.admin_get("/admin/v1/functions/text-embedder").json()
 }
 
 /// Polls `status` until `check` holds or `limit` passes; returns the last status.
@@ -34,15 +28,7 @@ fn wait_for(host: &TestHost, limit: Duration, check: impl Fn(&Value) -> bool) ->
 #[test]
 fn bursts_scale_up_to_the_ceiling_and_quiet_scales_back_down() {
     let state = temp_dir("autoscale");
-    let host = TestHost::start_with(
-        &state,
-        &[
-            "--autoscale-window-secs",
-            "2",
-            "--scale-down-delay-secs",
-            "1",
-        ],
-    );
+    let host = TestHost::start_autoscaling(&state, "2", "1");
     // One thread per instance, so a 2-core host has room for 2; 1 to 4 replicas asked.
     let spec = bundled_spec(
         "text-embedder",
@@ -105,15 +91,7 @@ fn bursts_scale_up_to_the_ceiling_and_quiet_scales_back_down() {
 #[test]
 fn min_replicas_zero_scales_to_zero_and_a_request_brings_one_back() {
     let state = temp_dir("autoscale-zero");
-    let host = TestHost::start_with(
-        &state,
-        &[
-            "--autoscale-window-secs",
-            "1",
-            "--scale-down-delay-secs",
-            "0.5",
-        ],
-    );
+    let host = TestHost::start_autoscaling(&state, "1", "0.5");
     host.deploy(&churn_spec(
         &state,
         "churn.yaml",
@@ -121,15 +99,7 @@ fn min_replicas_zero_scales_to_zero_and_a_request_brings_one_back() {
     ));
     let body = r#"{"avg_monthly_spend": 42.5, "days_since_last_purchase": 12, "support_tickets_last_30d": 1, "subscription_tier": "premium"}"#;
     assert_eq!(host.post("/v1/churn", body).status, 200);
-    let churn = |host: &TestHost| {
-        request(
-            &host.url("/admin/v1/functions/churn-predictor"),
-            "GET",
-            b"",
-            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
-        )
-        .json()
-    };
+    let churn = |host: &TestHost| host.admin_get("/admin/v1/functions/churn-predictor").json();
     let started = Instant::now();
     while churn(&host)["load"]["instances"] != 0 && started.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(100));

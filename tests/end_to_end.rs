@@ -94,12 +94,7 @@ fn deploy_through_the_cli_and_match_python_onnxruntime() {
     );
 
     // Every request above was counted.
-    let metrics = request(
-        &host.url("/metrics"),
-        "GET",
-        b"",
-        &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
-    );
+    let metrics = host.admin_get("/metrics");
     assert_eq!(metrics.status, 200);
     assert!(
         metrics.body.contains(

@@ -40,15 +40,7 @@ fn fallback_spec(dir: &std::path::Path, fallback_model: &std::path::Path) -> std
 #[test]
 fn overload_moves_traffic_to_the_fallback_and_calm_moves_it_back() {
     let state = temp_dir("fallback");
-    let host = TestHost::start_with(
-        &state,
-        &[
-            "--autoscale-window-secs",
-            "2",
-            "--scale-down-delay-secs",
-            "1",
-        ],
-    );
+    let host = TestHost::start_autoscaling(&state, "2", "1");
     host.deploy(&fallback_spec(
         &state,
         &repo().join("functions/churn-predictor/model/churn.onnx"),
@@ -108,13 +100,7 @@ fn overload_moves_traffic_to_the_fallback_and_calm_moves_it_back() {
         "traffic did not come back to the primary"
     );
 
-    let metrics = request(
-        &host.url("/metrics"),
-        "GET",
-        b"",
-        &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
-    )
-    .body;
+    let metrics = host.admin_get("/metrics").body;
     let fallback_count = metrics
         .lines()
         .find(|l| {

@@ -126,6 +126,30 @@ impl TestHost {
     pub fn get(&self, path: &str) -> Reply {
         request(&self.url(path), "GET", b"", &[])
     }
+
+    /// GETs a control-plane path (`/metrics`, `/admin/v1/...`) with the admin token.
+    pub fn admin_get(&self, path: &str) -> Reply {
+        request(
+            &self.url(path),
+            "GET",
+            b"",
+            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        )
+    }
+
+    /// A host whose autoscaler uses a short stable window and scale-down delay (seconds), so
+    /// scaling tests finish in seconds.
+    pub fn start_autoscaling(state: &Path, window: &str, scale_down_delay: &str) -> TestHost {
+        Self::start_with(
+            state,
+            &[
+                "--autoscale-window-secs",
+                window,
+                "--scale-down-delay-secs",
+                scale_down_delay,
+            ],
+        )
+    }
 }
 
 impl Drop for TestHost {

@@ -80,15 +80,15 @@ impl LoadedFunction {
             }
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // Never more instances than requests the function may hold at once.
-        let replicas = (spec.spec.scaling.min_replicas.max(1) as usize)
-            .min(config.max_instances_per_function.max(1))
-            .min(
-                spec.spec
-                    .scaling
-                    .max_concurrency
-                    .map_or(usize::MAX, |m| m as usize),
-            );
+        // Never more instances than the host allows per function, nor than requests the
+        // function may hold at once.
+        let instance_limit = config.max_instances_per_function.max(1).min(
+            spec.spec
+                .scaling
+                .max_concurrency
+                .map_or(usize::MAX, |m| m as usize),
+        );
+        let replicas = (spec.spec.scaling.min_replicas.max(1) as usize).min(instance_limit);
         let threads = spec
             .spec
             .resources
@@ -111,15 +111,7 @@ impl LoadedFunction {
         };
         // Instances this host runs usefully for the function: its cores over the instance's
         // threads, the host's per-function limit, and the requests the function may hold.
-        let capacity = (cores / threads)
-            .max(1)
-            .min(config.max_instances_per_function.max(1))
-            .min(
-                spec.spec
-                    .scaling
-                    .max_concurrency
-                    .map_or(usize::MAX, |m| m as usize),
-            );
+        let capacity = (cores / threads).max(1).min(instance_limit);
         let autoscale = Policy::new(
             spec.spec.scaling.min_replicas as usize,
             spec.spec.scaling.max_replicas as usize,

@@ -342,16 +342,7 @@ impl Host {
             None => None,
         };
         let module = match (&spec.spec.module, &request.module) {
-            (Some(_), Some(digest)) => {
-                let size = self
-                    .store
-                    .blob_size(digest)
-                    .ok_or(StoreError::MissingBlob(digest.clone()))?;
-                Some(Artifact {
-                    digest: digest.clone(),
-                    size,
-                })
-            }
+            (Some(_), Some(digest)) => Some(self.uploaded(digest)?),
             (Some(m), None) => {
                 return Err(DeployError::Module(format!(
                     "spec.module.path is `{}` but no module was uploaded with the deploy",
@@ -420,6 +411,18 @@ impl Host {
         Ok(self.outcome(&function, false))
     }
 
+    /// An artifact uploaded for a deploy, which must be in the store.
+    fn uploaded(&self, digest: &Digest) -> Result<Artifact, DeployError> {
+        let size = self
+            .store
+            .blob_size(digest)
+            .ok_or(StoreError::MissingBlob(digest.clone()))?;
+        Ok(Artifact {
+            digest: digest.clone(),
+            size,
+        })
+    }
+
     /// A model block's artifact: the uploaded file, or the model store's entry for its id; and
     /// the uploaded artifact again when there was one (to register it under the id).
     fn resolve_model(
@@ -427,19 +430,7 @@ impl Host {
         model: &aifn_spec::ModelSpec,
         uploaded: Option<&Digest>,
     ) -> Result<(Artifact, Option<Artifact>), DeployError> {
-        let uploaded = match uploaded {
-            Some(digest) => {
-                let size = self
-                    .store
-                    .blob_size(digest)
-                    .ok_or(StoreError::MissingBlob(digest.clone()))?;
-                Some(Artifact {
-                    digest: digest.clone(),
-                    size,
-                })
-            }
-            None => None,
-        };
+        let uploaded = uploaded.map(|digest| self.uploaded(digest)).transpose()?;
         let artifact = match &uploaded {
             Some(artifact) => artifact.clone(),
             None => {
