@@ -1,4 +1,4 @@
-//! The control-plane client used by `aifn deploy`, `ls`, `status`, `delete`, `models` and `keys`.
+//! The control-plane client used by every `aifn` command but `serve`, `up` and `validate`.
 
 use crate::bundle::Bundle;
 use anyhow::{bail, Context as _};
@@ -43,7 +43,8 @@ impl Client {
         let request = ureq::http::Request::builder()
             .method(method)
             .uri(&url)
-            .header("authorization", self.auth());
+            .header("authorization", self.auth())
+            .header("x-aifn-actor", actor());
         let result = match body {
             Some(body) => self.agent.run(
                 request
@@ -113,8 +114,14 @@ impl Client {
         Ok(())
     }
 
-    /// Uploads the bundle's artifacts, then asks the host to deploy it.
-    pub fn deploy(&self, bundle: &Bundle) -> anyhow::Result<Value> {
+    /// Uploads the bundle's artifacts, then asks the host to deploy it (`strategy`: immediate,
+    /// canary or shadow; `None`: as the spec says).
+    pub fn deploy(
+        &self,
+        bundle: &Bundle,
+        strategy: Option<&str>,
+        reason: Option<&str>,
+    ) -> anyhow::Result<Value> {
         for artifact in bundle.artifacts() {
             self.upload(&artifact.bytes, &artifact.digest)
                 .with_context(|| format!("uploading {}", artifact.path.display()))?;
@@ -126,7 +133,25 @@ impl Client {
                 "model": bundle.model.as_ref().map(|a| a.digest.to_string()),
                 "module": bundle.module.as_ref().map(|a| a.digest.to_string()),
                 "fallback_model": bundle.fallback_model.as_ref().map(|a| a.digest.to_string()),
+                "strategy": strategy,
+                "reason": reason,
             }),
         )
+    }
+}
+
+/// Who runs this command, for the host's audit log: `user@machine`.
+fn actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    if machine.is_empty() {
+        user
+    } else {
+        format!("{user}@{machine}")
     }
 }

@@ -47,9 +47,58 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
-    /// Upload a function's spec, model and module to a host and activate it as a new version.
+    /// Upload a function's spec, model and module to a host as a new version, which replaces the
+    /// serving one at once or by a rollout (the spec's `rollout`, or the flags).
     Deploy {
         spec: PathBuf,
+        /// Roll the new version out in steps (default 1% → 10% → 100%), judged against the stable one.
+        #[arg(long, group = "strategy")]
+        canary: bool,
+        /// Send the new version a copy of live traffic; callers keep the stable version's answers.
+        #[arg(long, group = "strategy")]
+        shadow: bool,
+        /// Replace the serving version at once, whatever the spec's `rollout` says.
+        #[arg(long, group = "strategy")]
+        immediate: bool,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Move a rollout on: its next step (or, with --full, all traffic); in a watch, end it.
+    Promote {
+        name: String,
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Stop a rollout: the version it started from takes all traffic back.
+    Abort {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Show a function's audit log: who deployed, rolled back, changed traffic, and why.
+    History {
+        name: String,
+        /// Print the events as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Delete a function's old versions (never one serving or in a rollout) and unused artifacts.
+    Prune {
+        name: String,
+        /// Versions to keep (default: the host's --keep-versions).
+        #[arg(long)]
+        keep: Option<usize>,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -64,18 +113,24 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
-    /// List every version of a function.
+    /// List the versions of a function the host keeps: who deployed them, when, their digests.
     Versions {
         name: String,
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: RemoteArgs,
     },
-    /// Put an earlier version of a function back in service (default: the one before the current).
+    /// Put an earlier version of a function back in service (default: the one before the current;
+    /// during a rollout, the version it started from).
     Rollback {
         name: String,
         /// The version to serve.
         #[arg(long)]
         to: Option<u64>,
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -181,6 +236,15 @@ struct ServeArgs {
     /// Requests per second the host accepts for all functions together (429 above).
     #[arg(long, env = "AIFN_MAX_REQUESTS_PER_SECOND")]
     max_requests_per_second: Option<f64>,
+    /// http:// URL that rollout events (automatic rollbacks above all) are POSTed to as JSON.
+    #[arg(long, env = "AIFN_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// Versions kept per function; older ones not serving are pruned after each deploy.
+    #[arg(long, env = "AIFN_KEEP_VERSIONS", default_value_t = 20)]
+    keep_versions: usize,
+    /// How often rollouts are judged, in milliseconds.
+    #[arg(long, env = "AIFN_ROLLOUT_TICK_MS", default_value_t = 500)]
+    rollout_tick_ms: u64,
 }
 
 #[derive(Args, Clone)]
@@ -221,11 +285,103 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args, Vec::new()),
         Command::Up { specs, serve: args } => serve(args, specs),
         Command::Validate { specs, print } => validate(&specs, print),
-        Command::Deploy { spec, remote } => {
+        Command::Deploy {
+            spec,
+            canary,
+            shadow,
+            immediate,
+            reason,
+            remote,
+        } => {
             let bundle = Bundle::load(&spec)?;
             let client = remote.client()?;
-            let outcome = client.deploy(&bundle)?;
+            let strategy = [
+                (canary, "canary"),
+                (shadow, "shadow"),
+                (immediate, "immediate"),
+            ]
+            .into_iter()
+            .find_map(|(set, name)| set.then_some(name));
+            let outcome = client.deploy(&bundle, strategy, reason.as_deref())?;
             print_deploy(client.base(), &outcome);
+            if outcome["version"] != outcome["serving_version"]
+                && !outcome["serving_version"].is_null()
+            {
+                println!(
+                    "  rolling out: `aifn status {0}` shows it, `aifn promote {0}` / `aifn abort {0}` act on it",
+                    outcome["name"].as_str().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Promote {
+            name,
+            full,
+            reason,
+            remote,
+        } => {
+            let answer = remote.client()?.post(
+                &format!("/admin/v1/functions/{name}/promote"),
+                json!({ "full": full, "reason": reason }),
+            )?;
+            match answer["rollout"]["phase"]["phase"].as_str() {
+                Some("step") => println!(
+                    "{name}: version {} now takes {}% of traffic",
+                    answer["candidate"], answer["rollout"]["candidate_share"]
+                ),
+                Some("watch") => println!(
+                    "{name}: version {} takes all traffic, watched until {}",
+                    answer["serving"],
+                    answer["rollout"]["phase"]["until_ms"]
+                        .as_u64()
+                        .map(format_ms)
+                        .unwrap_or_default()
+                ),
+                _ => println!(
+                    "{name}: version {} serves all traffic; rollout complete",
+                    answer["serving"]
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Abort {
+            name,
+            reason,
+            remote,
+        } => {
+            let answer = remote.client()?.post(
+                &format!("/admin/v1/functions/{name}/abort"),
+                json!({ "reason": reason }),
+            )?;
+            println!(
+                "{name}: rollout aborted; version {} serves all traffic",
+                answer["serving"]
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { name, json, remote } => {
+            let history = remote
+                .client()?
+                .get(&format!("/admin/v1/functions/{name}/history"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&history["events"])?);
+            } else {
+                print_history(&history);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prune { name, keep, remote } => {
+            let outcome = remote.client()?.post(
+                &format!("/admin/v1/functions/{name}/prune"),
+                json!({ "keep": keep }),
+            )?;
+            println!(
+                "{name}: removed versions {}, kept {}; removed {} unused artifact(s), {} bytes",
+                outcome["pruned"],
+                outcome["kept"],
+                outcome["blobs_removed"],
+                outcome["bytes_freed"]
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls { remote } => {
@@ -240,17 +396,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Versions { name, remote } => {
+        Command::Versions { name, json, remote } => {
             let versions = remote
                 .client()?
                 .get(&format!("/admin/v1/functions/{name}/versions"))?;
-            println!("{}", serde_json::to_string_pretty(&versions)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&versions)?);
+            } else {
+                print_versions(&versions);
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rollback { name, to, remote } => {
+        Command::Rollback {
+            name,
+            to,
+            reason,
+            remote,
+        } => {
             let outcome = remote.client()?.post(
                 &format!("/admin/v1/functions/{name}/rollback"),
-                json!({ "to": to }),
+                json!({ "to": to, "reason": reason }),
             )?;
             let verb = if outcome["unchanged"] == json!(true) {
                 "already serving"
@@ -429,6 +594,9 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
         std::time::Duration::from_secs_f64(args.autoscale_window_secs.max(0.1));
     config.autoscale_scale_down_delay =
         std::time::Duration::from_secs_f64(args.scale_down_delay_secs.max(0.0));
+    config.webhook_url = args.webhook_url;
+    config.keep_versions = args.keep_versions.max(1);
+    config.rollout_tick = std::time::Duration::from_millis(args.rollout_tick_ms.max(10));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("aifn-io")
@@ -475,16 +643,20 @@ async fn deploy_local(
         model: bundle.model.as_ref().map(|a| a.digest.clone()),
         module: bundle.module.as_ref().map(|a| a.digest.clone()),
         fallback_model: bundle.fallback_model.as_ref().map(|a| a.digest.clone()),
+        strategy: None,
+        reason: Some("aifn up".into()),
     };
-    host.deploy(request).await.map_err(|e| match e {
-        aifn_host::host::DeployError::Spec(errors) => {
-            anyhow::anyhow!(render_spec_errors(
-                Path::new(&bundle.spec.metadata.name),
-                &errors
-            ))
-        }
-        other => other.into(),
-    })
+    host.deploy(request, &aifn_host::lifecycle::Actor("aifn up".into()))
+        .await
+        .map_err(|e| match e {
+            aifn_host::host::DeployError::Spec(errors) => {
+                anyhow::anyhow!(render_spec_errors(
+                    Path::new(&bundle.spec.metadata.name),
+                    &errors
+                ))
+            }
+            other => other.into(),
+        })
 }
 
 fn print_deploy(base: &str, outcome: &Value) {
@@ -545,5 +717,58 @@ fn print_list(list: &Value) {
             f["name"].as_str().unwrap_or(""),
             f["error"].as_str().unwrap_or("")
         );
+    }
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 (UTC).
+fn format_ms(ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn print_versions(versions: &Value) {
+    println!(
+        "{:>7}  {:<9}  {:<20}  {:<28}  {:<19}  MODEL",
+        "VERSION", "ROLE", "CREATED", "BY", "DIGEST"
+    );
+    for v in versions["versions"].as_array().into_iter().flatten() {
+        let digest = v["digest"].as_str().unwrap_or("");
+        println!(
+            "{:>7}  {:<9}  {:<20}  {:<28}  {:<19}  {}",
+            v["version"].to_string(),
+            v["role"].as_str().unwrap_or(""),
+            v["created_at"]
+                .as_u64()
+                .map(|s| format_ms(s * 1000))
+                .unwrap_or_default(),
+            v["deployed_by"].as_str().unwrap_or(""),
+            &digest[..digest.len().min(19)],
+            v["model"]["digest"]
+                .as_str()
+                .map_or("", |d| &d[..d.len().min(19)]),
+        );
+    }
+}
+
+fn print_history(history: &Value) {
+    for e in history["events"].as_array().into_iter().flatten() {
+        let version = match (e["version"].as_u64(), e["serving"].as_u64()) {
+            (Some(v), Some(s)) if s != v && s != 0 => format!("v{v} (serving v{s})"),
+            (Some(v), _) => format!("v{v}"),
+            _ => String::new(),
+        };
+        println!(
+            "{}  {:<16}  {:<20}  {}",
+            e["at_ms"].as_u64().map(format_ms).unwrap_or_default(),
+            e["action"].as_str().unwrap_or(""),
+            version,
+            e["actor"].as_str().unwrap_or("")
+        );
+        if let Some(reason) = e["reason"].as_str().filter(|r| !r.is_empty()) {
+            println!("    {reason}");
+        }
+        if !e["figures"].is_null() {
+            println!("    figures: {}", e["figures"]);
+        }
     }
 }

@@ -42,6 +42,12 @@ pub struct HostConfig {
     pub autoscale_stable_window: Duration,
     /// How long fewer instances must have been enough before the autoscaler removes any.
     pub autoscale_scale_down_delay: Duration,
+    /// How often rollouts are judged (and steps taken, or versions rolled back).
+    pub rollout_tick: Duration,
+    /// Where rollout events (an automatic rollback above all) are POSTed as JSON.
+    pub webhook_url: Option<String>,
+    /// Versions kept per function; older ones not serving are pruned after each deploy.
+    pub keep_versions: usize,
     /// `libonnxruntime.so` to load; `None`: find it (see `aifn_model::locate_onnxruntime`).
     pub onnxruntime: Option<PathBuf>,
 }
@@ -69,6 +75,9 @@ impl HostConfig {
             autoscale_tick: Duration::from_millis(250),
             autoscale_stable_window: Duration::from_secs(60),
             autoscale_scale_down_delay: Duration::from_secs(30),
+            rollout_tick: Duration::from_millis(500),
+            webhook_url: None,
+            keep_versions: 20,
         }
     }
 }

@@ -61,6 +61,8 @@ pub struct LoadedFunction {
     /// The `X-Aifn-Function` and `X-Aifn-Version` headers every answer carries.
     pub name_header: hyper::header::HeaderValue,
     pub version_header: hyper::header::HeaderValue,
+    /// What this version answered lately, for judging rollouts.
+    pub outcomes: crate::outcomes::Outcomes,
 }
 
 impl LoadedFunction {
@@ -244,6 +246,7 @@ impl LoadedFunction {
             endpoints,
             name_header,
             version_header: hyper::header::HeaderValue::from(record_version),
+            outcomes: Default::default(),
         })
     }
 

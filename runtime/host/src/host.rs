@@ -5,13 +5,16 @@ use crate::config::HostConfig;
 use crate::function::{LoadFunctionError, LoadedFunction};
 use crate::instance::InstancePool;
 use crate::keys::KeyStore;
+use crate::lifecycle::Actor;
 use crate::metrics::Metrics;
 use crate::policy::access::JwtVerifier;
 use crate::policy::rate_limit::{HostLimiter, RateLimiters};
-use crate::store::{now_unix, Artifact, Digest, ModelEntry, Store, StoreError, VersionRecord};
+use crate::store::{
+    now_unix, Artifact, Deployment, Digest, ModelEntry, Phase, Store, StoreError, VersionRecord,
+};
 use aifn_guest::GuestEngine;
 use aifn_model::OnnxRuntime;
-use aifn_spec::{Method, SpecErrors};
+use aifn_spec::{Method, RolloutStrategy, SpecErrors};
 use anyhow::Context as _;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -42,6 +45,12 @@ pub enum DeployError {
     NoSuchVersion(String, u64),
     #[error("`{0}` has no version older than {1} to roll back to")]
     NothingToRollBackTo(String, u64),
+    #[error("{0}")]
+    Rollout(String),
+    #[error("a rollout of `{name}` version {candidate} is in progress: `aifn promote {name}` or `aifn abort {name}` first")]
+    RolloutInProgress { name: String, candidate: u64 },
+    #[error("`{0}` has no rollout in progress")]
+    NoRollout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -58,6 +67,13 @@ pub struct DeployRequest {
     /// The uploaded fallback model, when the spec's `fallback.model` names a local `path`.
     #[serde(default)]
     pub fallback_model: Option<Digest>,
+    /// How the new version replaces the serving one; absent: the spec's `rollout.strategy`, or
+    /// at once.
+    #[serde(default)]
+    pub strategy: Option<aifn_spec::RolloutStrategy>,
+    /// Why, for the audit log.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,6 +83,8 @@ pub struct DeployOutcome {
     pub digest: Digest,
     /// True when the same spec and artifacts were already serving: no new version was made.
     pub unchanged: bool,
+    /// The version taking (most) traffic now: `version` itself, unless a rollout has begun.
+    pub serving_version: u64,
     pub endpoints: Vec<EndpointView>,
     pub warnings: Vec<String>,
 }
@@ -101,6 +119,8 @@ pub struct FunctionStatus {
     pub scaling: ScalingView,
     /// The `spec.fallback` model's pool, and whether it takes the traffic now.
     pub fallback: Option<FallbackView>,
+    /// A new version on its way in, with both versions' figures.
+    pub rollout: Option<crate::lifecycle::RolloutView>,
     pub inputs: Vec<aifn_model::Port>,
     pub outputs: Vec<aifn_model::Port>,
     pub spec: aifn_spec::FunctionSpec,
@@ -123,8 +143,12 @@ pub struct Host {
     routes: DashMap<String, Vec<(Method, String)>>,
     /// Functions whose stored active version failed to load at start.
     load_errors: DashMap<String, String>,
-    /// One deploy or delete at a time, so version numbers and routes stay consistent.
-    deploy_lock: tokio::sync::Mutex<()>,
+    /// Rollouts in progress, by function (see [`crate::lifecycle`]).
+    pub(crate) rollouts: DashMap<String, Arc<crate::lifecycle::LiveRollout>>,
+    pub(crate) notifier: crate::webhook::Notifier,
+    /// One change of what serves traffic at a time (deploy, rollback, delete, a rollout's
+    /// step), so version numbers, routes and rollouts stay consistent.
+    pub(crate) deploy_lock: tokio::sync::Mutex<()>,
     ready: AtomicBool,
 }
 
@@ -173,6 +197,7 @@ impl Host {
         let guest = GuestEngine::new(Some(store.compiled_dir()))?;
         let jwt = JwtVerifier::new(config.jwt_secret.as_deref(), config.jwt_jwks.as_deref())?;
         let host_limit = config.max_requests_per_second.map(HostLimiter::new);
+        let notifier = crate::webhook::Notifier::new(config.webhook_url.as_deref())?;
         let admin_token = match &config.admin_token {
             Some(token) => token.clone(),
             None => admin_token_from(&store)?,
@@ -191,6 +216,8 @@ impl Host {
             functions: DashMap::new(),
             routes: DashMap::new(),
             load_errors: DashMap::new(),
+            rollouts: DashMap::new(),
+            notifier,
             deploy_lock: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
         })
@@ -205,30 +232,35 @@ impl Host {
     }
 
     /// Brings back every function's active version after a (re)start.
+    /// Brings back every function's stable version, and any rollout in progress, after a
+    /// (re)start.
     pub async fn restore(self: &Arc<Self>) -> anyhow::Result<()> {
-        let records = self
-            .store
-            .active_versions()
-            .context("reading deployments")?;
-        for record in records {
-            let name = record.name.clone();
-            let host = self.clone();
-            let loaded =
-                tokio::task::spawn_blocking(move || LoadedFunction::load(record, &host)).await?;
+        let deployments = self.store.deployments().context("reading deployments")?;
+        for (name, deployment) in deployments {
+            let loaded = match self.store.version(&name, deployment.stable) {
+                Ok(record) => self.load(record).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
             match loaded {
                 Ok(function) => {
                     tracing::info!(function = %name, version = function.version(), "restored");
                     self.activate(function);
+                    if let Some(rollout) = deployment.rollout {
+                        self.resume_rollout(&name, rollout)
+                            .await
+                            .with_context(|| format!("resuming the rollout of {name}"))?;
+                    }
                 }
                 Err(e) => {
                     tracing::error!(function = %name, "cannot restore: {e}");
-                    self.load_errors.insert(name, e.to_string());
+                    self.load_errors.insert(name, e);
                 }
             }
         }
         self.ready.store(true, Ordering::Release);
         self.start_housekeeping();
         self.start_autoscaler();
+        self.start_rollout_loop();
         Ok(())
     }
 
@@ -311,8 +343,9 @@ impl Host {
     pub async fn deploy(
         self: &Arc<Self>,
         request: DeployRequest,
+        actor: &Actor,
     ) -> Result<DeployOutcome, DeployError> {
-        let result = self.deploy_inner(request).await;
+        let result = self.deploy_inner(request, actor).await;
         match &result {
             Ok(outcome) if !outcome.unchanged => self.metrics.deploys.inc(),
             Ok(_) => 0,
@@ -324,6 +357,7 @@ impl Host {
     async fn deploy_inner(
         self: &Arc<Self>,
         request: DeployRequest,
+        actor: &Actor,
     ) -> Result<DeployOutcome, DeployError> {
         let spec = aifn_spec::parse(&request.spec).map_err(DeployError::Spec)?;
         let name = spec.metadata.name.clone();
@@ -358,6 +392,12 @@ impl Host {
         };
 
         let _guard = self.deploy_lock.lock().await;
+        if let Some(live) = self.rollout(&name) {
+            return Err(DeployError::RolloutInProgress {
+                name,
+                candidate: live.record.lock().expect("rollout lock").candidate,
+            });
+        }
         self.check_routes_free(&name, &spec.spec.endpoints)?;
 
         let digest = VersionRecord::deployment_digest(
@@ -381,13 +421,34 @@ impl Host {
             module,
             fallback_model: fallback.as_ref().map(|(artifact, _)| artifact.clone()),
             created_at: now_unix(),
+            deployed_by: actor.0.clone(),
         };
         // Load everything before touching what is serving: a failure here changes nothing.
-        let function = self.load(record.clone()).await?;
+        let function = Arc::new(self.load(record.clone()).await?);
 
-        self.store.save_version(&record)?;
+        // How it replaces the serving version: the deploy's choice, else the spec's; a first
+        // deploy has nothing to replace.
+        let current = self.function(&name);
+        let strategy = request
+            .strategy
+            .or(spec.spec.rollout.as_ref().map(|r| r.strategy))
+            .filter(|_| current.is_some())
+            .unwrap_or(RolloutStrategy::Immediate);
+        let (deployment, live) = match (&current, strategy) {
+            (Some(stable), RolloutStrategy::Canary | RolloutStrategy::Shadow) => {
+                let (deployment, live) = self.begin_rollout(stable, &function, strategy)?;
+                (deployment, Some(live))
+            }
+            _ => (
+                Deployment {
+                    stable: record.version,
+                    rollout: None,
+                },
+                None,
+            ),
+        };
         // Uploaded models become known by their ids, for specs that name only the id.
-        let uploaded = [(spec.spec.model.id.clone(), uploaded_model)]
+        let uploaded: Vec<ModelEntry> = [(spec.spec.model.id.clone(), uploaded_model)]
             .into_iter()
             .chain(
                 spec.spec
@@ -395,20 +456,71 @@ impl Host {
                     .iter()
                     .zip(fallback)
                     .map(|(f, (_, up))| (f.model.id.clone(), up)),
-            );
-        for (id, artifact) in uploaded {
-            if let Some(artifact) = artifact {
-                self.store.register_model(&ModelEntry {
+            )
+            .filter_map(|(id, artifact)| {
+                Some(ModelEntry {
                     id,
-                    model: artifact,
+                    model: artifact?,
                     updated_at: now_unix(),
-                })?;
+                })
+            })
+            .collect();
+        let how = match (&deployment.rollout, strategy) {
+            (Some(r), RolloutStrategy::Canary) if matches!(r.phase, Phase::Step { .. }) => {
+                format!(
+                    "canary against version {}: {}% of traffic first",
+                    r.previous,
+                    live.as_ref().map_or(0.0, |l| l.plan.steps[0])
+                )
             }
+            (Some(r), RolloutStrategy::Shadow) => {
+                format!(
+                    "shadow of version {}: gets a copy of its traffic",
+                    r.previous
+                )
+            }
+            (Some(r), _) => format!(
+                "all traffic at once, watched, version {} on standby",
+                r.previous
+            ),
+            (None, _) => "serves all traffic".to_string(),
+        };
+        let reason = match &request.reason {
+            Some(reason) => format!("{how}; {reason}"),
+            None => how,
+        };
+        self.store.write(|txn| {
+            txn.save_version(&record)?;
+            for entry in &uploaded {
+                txn.register_model(entry)?;
+            }
+            txn.set_deployment(&name, Some(&deployment))?;
+            txn.log(&crate::lifecycle::event(
+                &name,
+                actor,
+                "deploy",
+                record.version,
+                deployment.stable,
+                &reason,
+                None,
+            ))
+        })?;
+        let serving = match live {
+            Some(live) => {
+                if deployment.stable == record.version {
+                    self.activate_arc(function.clone());
+                }
+                self.rollouts.insert(name.clone(), live);
+                function
+            }
+            None => self.activate_arc(function),
+        };
+        tracing::info!(function = %name, version = record.version, digest = %record.digest, ?strategy, "deployed");
+        // Keep the newest versions the host is configured to keep.
+        if let Err(e) = self.prune_locked(&name, self.config.keep_versions, &Actor::platform()) {
+            tracing::warn!(function = %name, "pruning old versions: {e}");
         }
-        self.store.activate(&name, record.version)?;
-        let function = self.activate(function);
-        tracing::info!(function = %name, version = record.version, digest = %record.digest, "deployed");
-        Ok(self.outcome(&function, false))
+        Ok(self.outcome(&serving, false))
     }
 
     /// An artifact uploaded for a deploy, which must be in the store.
@@ -475,7 +587,10 @@ impl Host {
     }
 
     /// Loads a version off the async workers (sessions, module compilation).
-    async fn load(self: &Arc<Self>, record: VersionRecord) -> Result<LoadedFunction, DeployError> {
+    pub(crate) async fn load(
+        self: &Arc<Self>,
+        record: VersionRecord,
+    ) -> Result<LoadedFunction, DeployError> {
         let host = self.clone();
         tokio::task::spawn_blocking(move || LoadedFunction::load(record, &host))
             .await
@@ -485,15 +600,36 @@ impl Host {
 
     /// Puts an earlier version back in service: `to`, or the newest version older than the one
     /// serving. Requests in flight finish on the version they started on; none fails.
+    /// During a rollout, a rollback gives the traffic back to the version it started from.
     pub async fn rollback(
         self: &Arc<Self>,
         name: &str,
         to: Option<u64>,
+        actor: &Actor,
+        reason: Option<&str>,
     ) -> Result<DeployOutcome, DeployError> {
         let _guard = self.deploy_lock.lock().await;
         let current = self
             .function(name)
             .ok_or_else(|| DeployError::NotFound(name.to_string()))?;
+        if let Some(live) = self.rollout(name) {
+            let previous = live.record.lock().expect("rollout lock").previous;
+            if to.is_some_and(|v| v != previous) {
+                return Err(DeployError::Rollout(format!(
+                    "a rollout is in progress; a rollback now returns to version {previous} (or `aifn abort {name}` first)"
+                )));
+            }
+            self.revert(
+                name,
+                &live,
+                "rollback",
+                actor,
+                reason.unwrap_or("rolled back by hand"),
+                None,
+            )?;
+            let function = self.function(name).unwrap_or(current);
+            return Ok(self.outcome(&function, false));
+        }
         let versions = self.store.versions(name)?;
         let target = match to {
             Some(version) => versions
@@ -515,8 +651,25 @@ impl Host {
         let spec = aifn_spec::parse(&target.spec_yaml).map_err(DeployError::Spec)?;
         self.check_routes_free(name, &spec.spec.endpoints)?;
         let function = self.load(target).await?;
-        self.store.activate(name, function.version())?;
         let from = current.version();
+        self.store.write(|txn| {
+            txn.set_deployment(
+                name,
+                Some(&Deployment {
+                    stable: function.version(),
+                    rollout: None,
+                }),
+            )?;
+            txn.log(&crate::lifecycle::event(
+                name,
+                actor,
+                "rollback",
+                from,
+                function.version(),
+                reason.unwrap_or("rolled back by hand"),
+                None,
+            ))
+        })?;
         let function = self.activate(function);
         tracing::info!(function = %name, from, to = function.version(), "rolled back");
         Ok(self.outcome(&function, false))
@@ -528,6 +681,9 @@ impl Host {
             version: function.version(),
             digest: function.record.digest.clone(),
             unchanged,
+            serving_version: self
+                .function(function.name())
+                .map_or(function.version(), |f| f.version()),
             endpoints: endpoint_views(function),
             warnings: function.placement.note.iter().cloned().collect(),
         }
@@ -536,7 +692,10 @@ impl Host {
     /// Puts a loaded version in service: new routes first, then the function, then stale routes
     /// go, so no request in between finds nothing.
     fn activate(&self, function: LoadedFunction) -> Arc<LoadedFunction> {
-        let function = Arc::new(function);
+        self.activate_arc(Arc::new(function))
+    }
+
+    pub(crate) fn activate_arc(&self, function: Arc<LoadedFunction>) -> Arc<LoadedFunction> {
         let name = function.name().to_string();
         for endpoint in &function.spec.spec.endpoints {
             let mut owners = self.routes.entry(endpoint.route.clone()).or_default();
@@ -577,16 +736,33 @@ impl Host {
     }
 
     /// Stops serving a function. Its versions stay in the store; a later deploy continues numbering.
-    pub async fn delete(&self, name: &str) -> Result<u64, DeployError> {
+    pub async fn delete(&self, name: &str, actor: &Actor) -> Result<u64, DeployError> {
         let _guard = self.deploy_lock.lock().await;
-        let Some((_, function)) = self.functions.remove(name) else {
-            if self.load_errors.remove(name).is_some() {
-                self.store.deactivate(name)?;
+        let deleted = |version: u64| {
+            self.store.write(|txn| {
+                txn.set_deployment(name, None)?;
+                txn.log(&crate::lifecycle::event(
+                    name,
+                    actor,
+                    "deleted",
+                    version,
+                    0,
+                    "stopped serving",
+                    None,
+                ))
+            })
+        };
+        let Some(function) = self.function(name) else {
+            if self.load_errors.contains_key(name) {
+                deleted(0)?;
+                self.load_errors.remove(name);
                 return Ok(0);
             }
             return Err(DeployError::NotFound(name.to_string()));
         };
-        self.store.deactivate(name)?;
+        deleted(function.version())?;
+        self.functions.remove(name);
+        self.rollouts.remove(name);
         for endpoint in &function.spec.spec.endpoints {
             self.remove_route(&endpoint.route, endpoint.method, name);
         }
@@ -621,6 +797,7 @@ impl Host {
                     p95: p[1].as_secs_f64() * 1e3,
                     p99: p[2].as_secs_f64() * 1e3,
                 }),
+            rollout: self.rollout_view(name),
             fallback: f.fallback.as_ref().map(|pool| FallbackView {
                 active: f.fallback_active.load(Ordering::Relaxed),
                 load: pool.load(),
@@ -682,11 +859,11 @@ fn admin_token_from(store: &Store) -> anyhow::Result<String> {
 /// the fallback switch's timers.
 struct Autoscaler {
     started: std::time::Instant,
-    /// (function, variant) → (version, controller); a new version starts afresh.
-    controllers: std::collections::HashMap<(String, &'static str), (u64, Controller)>,
+    /// (function, version, variant) → its controller.
+    controllers: std::collections::HashMap<(String, u64, &'static str), Controller>,
     /// function → since when the primary has been over its target at its ceiling (while it
     /// serves), or the fallback's load has fit the primary (while the fallback serves).
-    switch_since: std::collections::HashMap<String, std::time::Duration>,
+    switch_since: std::collections::HashMap<(String, u64), std::time::Duration>,
 }
 
 impl Default for Autoscaler {
@@ -701,12 +878,22 @@ impl Default for Autoscaler {
 
 impl Autoscaler {
     fn tick(&mut self, host: &Host) {
-        let functions: Vec<Arc<LoadedFunction>> =
-            host.functions.iter().map(|f| f.value().clone()).collect();
+        // Every loaded version: the stable ones, and the other version of each rollout.
+        let functions: Vec<Arc<LoadedFunction>> = host
+            .functions
+            .iter()
+            .map(|f| f.value().clone())
+            .chain(host.rollouts.iter().map(|r| r.other.clone()))
+            .collect();
+        let loaded = |name: &str, version: u64| {
+            functions
+                .iter()
+                .any(|f| f.name() == name && f.version() == version)
+        };
         self.controllers
-            .retain(|(name, _), _| functions.iter().any(|f| f.name() == name));
+            .retain(|(name, version, _), _| loaded(name, *version));
         self.switch_since
-            .retain(|name, _| functions.iter().any(|f| f.name() == name));
+            .retain(|(name, version), _| loaded(name, *version));
         for function in functions {
             let primary = self.scale(host, &function, "primary", &function.pool);
             if let Some(fallback) = &function.fallback {
@@ -725,7 +912,7 @@ impl Autoscaler {
         pool: &InstancePool,
     ) -> Decision {
         let load = pool.load();
-        let key = (function.name().to_string(), variant);
+        let key = (function.name().to_string(), function.version(), variant);
         let policy = || {
             let mut policy = host.autoscale_policy(function);
             if variant == "fallback" {
@@ -733,20 +920,12 @@ impl Autoscaler {
             }
             policy
         };
-        let entry = self.controllers.entry(key).or_insert_with(|| {
-            (
-                function.version(),
-                Controller::new(policy(), load.instances),
-            )
-        });
-        if entry.0 != function.version() {
-            *entry = (
-                function.version(),
-                Controller::new(policy(), load.instances),
-            );
-        }
-        let window = entry.1.policy().panic_window;
-        let decision = entry.1.observe(Sample {
+        let controller = self
+            .controllers
+            .entry(key)
+            .or_insert_with(|| Controller::new(policy(), load.instances));
+        let window = controller.policy().panic_window;
+        let decision = controller.observe(Sample {
             at: self.started.elapsed(),
             ongoing: load.running + load.queued,
             p95: pool.p95(window),
@@ -771,7 +950,10 @@ impl Autoscaler {
                     "cannot start an instance: {e}"
                 );
             }
-            if variant == "primary" {
+            let serving = host
+                .function(function.name())
+                .is_some_and(|f| f.version() == function.version());
+            if variant == "primary" && serving {
                 host.metrics
                     .set_replicas(function.name(), pool.load().instances);
             }
@@ -814,16 +996,18 @@ impl Autoscaler {
             )
         };
         if !condition {
-            self.switch_since.remove(function.name());
+            self.switch_since
+                .remove(&(function.name().to_string(), function.version()));
             return;
         }
         let since = *self
             .switch_since
-            .entry(function.name().to_string())
+            .entry((function.name().to_string(), function.version()))
             .or_insert(now);
         if now.saturating_sub(since) >= hold {
             function.fallback_active.store(!active, Ordering::Relaxed);
-            self.switch_since.remove(function.name());
+            self.switch_since
+                .remove(&(function.name().to_string(), function.version()));
             tracing::info!(
                 function = function.name(),
                 version = function.version(),

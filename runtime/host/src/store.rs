@@ -1,17 +1,19 @@
-//! The host's state directory: content-addressed artifacts, immutable numbered versions, the active
-//! version of each function, and the model store that maps model ids to artifacts.
+//! The host's state directory: content-addressed artifacts on disk, and an embedded database
+//! (redb, `state.redb`) with every function's immutable versions, what serves its traffic (the
+//! stable version and any rollout in progress), the audit log, and the model store.
 //!
 //! Layout:
 //! ```text
-//! blobs/sha256/<hex>                  model files and WASM components, named by their sha256
-//! functions/<name>/versions/<n>.json  one immutable record per deploy
-//! functions/<name>/active             the number of the version serving traffic (absent: deleted)
-//! models/<id>.json                    which blob a model id resolves to
-//! compiled/                           compiled components, cached by digest
+//! blobs/sha256/<hex>   model files and WASM components, named by their sha256
+//! state.redb           versions, deployments, rollouts, audit events, model ids
+//! compiled/            compiled components, cached by digest
 //! ```
-//! Every write goes to a temporary file that is synced and then renamed into place, so a host killed
-//! at any moment (even `kill -9`) restarts with either the old or the new state, never half of one.
+//! A change of what serves traffic is one database transaction (the new version, the deployment
+//! and the audit event together), and blobs land (synced, renamed) before any record names them:
+//! a host killed at any moment, even by `kill -9`, restarts with either the old or the new state,
+//! never half of one.
 
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
@@ -29,6 +31,10 @@ pub enum StoreError {
     },
     #[error("corrupt record {path}: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error("state database: {0}")]
+    Db(#[source] redb::Error),
+    #[error("`{0}` has no version {1}")]
+    NoSuchVersion(String, u64),
     #[error("artifact {0} is not in the store; upload it first")]
     MissingBlob(Digest),
     #[error(
@@ -110,9 +116,19 @@ pub struct VersionRecord {
     pub fallback_model: Option<Artifact>,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
+    /// Who deployed it (see [`AuditEvent::actor`]).
+    #[serde(default)]
+    pub deployed_by: String,
 }
 
 impl VersionRecord {
+    /// The blobs this version needs.
+    pub fn artifacts(&self) -> impl Iterator<Item = &Artifact> {
+        std::iter::once(&self.model)
+            .chain(self.module.as_ref())
+            .chain(self.fallback_model.as_ref())
+    }
+
     pub fn deployment_digest(
         spec_yaml: &str,
         model: &Artifact,
@@ -143,19 +159,111 @@ pub struct ModelEntry {
     pub updated_at: u64,
 }
 
+/// (function, version) → [`VersionRecord`] as JSON.
+const VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("versions");
+/// function → [`Deployment`] as JSON; absent for functions not deployed.
+const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
+/// (function, sequence number) → [`AuditEvent`] as JSON.
+const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+/// model id → [`ModelEntry`] as JSON.
+const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
+
+/// What serves a function's traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// The version callers get (during a canary, all but the candidate's share).
+    pub stable: u64,
+    /// A new version on its way in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutRecord>,
+}
+
+/// A rollout in progress, as it must survive a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// The new version.
+    pub candidate: u64,
+    /// The version it replaces: the last known good one, which takes the traffic back if the
+    /// candidate fails.
+    pub previous: u64,
+    pub strategy: aifn_spec::RolloutStrategy,
+    pub phase: Phase,
+    pub started_at_ms: u64,
+}
+
+/// Where a rollout is. In `Step` and `Shadow` the stable version is `previous`; in `Watch` it is
+/// the candidate, and `previous` stays loaded to take the traffic back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// The candidate takes `rollout.steps[index]` percent of traffic, since `since_ms`.
+    Step { index: usize, since_ms: u64 },
+    /// The candidate gets a copy of live traffic.
+    Shadow { since_ms: u64 },
+    /// The candidate takes all traffic and is watched until `until_ms`, against the stable
+    /// version's figures from before its promotion.
+    Watch {
+        until_ms: u64,
+        baseline: crate::rollout::Figures,
+    },
+}
+
+/// One entry of a function's audit log: who did what, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Position in the function's log (assigned when written).
+    #[serde(default, skip_serializing)]
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub function: String,
+    /// Who: the caller of the control plane (`X-Aifn-Actor`, and its address), or `aifn` for
+    /// the platform's own actions.
+    pub actor: String,
+    /// deploy, rollout_started, step, promoted, rollout_complete, aborted, auto_rollback,
+    /// rollback, resumed, deleted, pruned.
+    pub action: String,
+    /// The version acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// The version serving (most) traffic afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<u64>,
+    pub reason: String,
+    /// The figures that led to an automatic action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<serde_json::Value>,
+}
+
 pub struct Store {
     root: PathBuf,
+    db: Database,
 }
 
 impl Store {
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        for dir in ["blobs/sha256", "functions", "models", "compiled", "tmp"] {
+        for dir in ["blobs/sha256", "compiled", "tmp"] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
         }
-        Ok(Store {
+        let path = root.join("state.redb");
+        let existed = path.exists();
+        let store = Store {
             root: root.to_path_buf(),
-        })
+            db: Database::create(&path).map_err(db)?,
+        };
+        // Every table exists from the start, so readers never meet a missing one.
+        store.write(|txn| {
+            txn.tx.open_table(VERSIONS).map_err(db)?;
+            txn.tx.open_table(DEPLOYMENTS).map_err(db)?;
+            txn.tx.open_table(EVENTS).map_err(db)?;
+            txn.tx.open_table(MODELS).map_err(db)?;
+            Ok(())
+        })?;
+        if !existed {
+            store.import_files()?;
+        }
+        Ok(store)
     }
 
     pub fn root(&self) -> &Path {
@@ -224,124 +332,292 @@ impl Store {
         })
     }
 
-    // ---- versions ----
+    // ---- versions, deployments, audit log, model ids: the database ----
 
-    fn function_dir(&self, name: &str) -> PathBuf {
-        self.root.join("functions").join(name)
+    /// Reads within one consistent snapshot of the database.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        f(&tx)
+    }
+
+    /// Runs `change` in one write transaction: all of it lands, or (on an error, or a crash
+    /// before the commit) none of it.
+    pub fn write<T>(
+        &self,
+        change: impl FnOnce(&mut Txn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut txn = Txn {
+            tx: self.db.begin_write().map_err(db)?,
+        };
+        let value = change(&mut txn)?;
+        txn.tx.commit().map_err(db)?;
+        Ok(value)
     }
 
     pub fn next_version(&self, name: &str) -> Result<u64, StoreError> {
         Ok(self.versions(name)?.last().map_or(1, |r| r.version + 1))
     }
 
-    pub fn save_version(&self, record: &VersionRecord) -> Result<(), StoreError> {
-        let dir = self.function_dir(&record.name).join("versions");
-        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-        let json = serde_json::to_vec_pretty(record).expect("records serialise");
-        write_atomically(&dir.join(format!("{}.json", record.version)), &json)
-    }
-
     pub fn version(&self, name: &str, version: u64) -> Result<VersionRecord, StoreError> {
-        let path = self
-            .function_dir(name)
-            .join("versions")
-            .join(format!("{version}.json"));
-        read_json(&path)
-    }
-
-    /// Every version of a function, oldest first.
-    pub fn versions(&self, name: &str) -> Result<Vec<VersionRecord>, StoreError> {
-        let dir = self.function_dir(name).join("versions");
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("listing", &dir)(e)),
-        };
-        let mut records = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                records.push(read_json::<VersionRecord>(&path)?);
+        self.read(|tx| {
+            let table = tx.open_table(VERSIONS).map_err(db)?;
+            let row = table.get((name, version)).map_err(db)?;
+            match row {
+                Some(bytes) => decode(bytes.value(), "version"),
+                None => Err(StoreError::NoSuchVersion(name.to_string(), version)),
             }
-        }
-        records.sort_by_key(|r| r.version);
-        Ok(records)
+        })
     }
 
-    pub fn activate(&self, name: &str, version: u64) -> Result<(), StoreError> {
-        write_atomically(
-            &self.function_dir(name).join("active"),
-            version.to_string().as_bytes(),
-        )
+    /// Every version of a function still kept, oldest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<VersionRecord>, StoreError> {
+        self.read(|tx| {
+            let table = tx.open_table(VERSIONS).map_err(db)?;
+            let mut records = Vec::new();
+            for row in table.range((name, 0)..=(name, u64::MAX)).map_err(db)? {
+                let (_, bytes) = row.map_err(db)?;
+                records.push(decode(bytes.value(), "version")?);
+            }
+            Ok(records)
+        })
     }
 
-    pub fn deactivate(&self, name: &str) -> Result<(), StoreError> {
-        let path = self.function_dir(name).join("active");
-        match fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.function_dir(name)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("removing", &path)(e)),
-        }
+    /// What serves a function's traffic; `None` when it is not deployed (or was deleted).
+    pub fn deployment(&self, name: &str) -> Result<Option<Deployment>, StoreError> {
+        self.read(|tx| {
+            let table = tx.open_table(DEPLOYMENTS).map_err(db)?;
+            let row = table.get(name).map_err(db)?;
+            row.map(|bytes| decode(bytes.value(), "deployment"))
+                .transpose()
+        })
     }
 
-    /// The version serving traffic for every function that has one.
-    pub fn active_versions(&self) -> Result<Vec<VersionRecord>, StoreError> {
-        let dir = self.root.join("functions");
-        let mut active = Vec::new();
-        for entry in fs::read_dir(&dir)
-            .map_err(io_err("listing", &dir))?
-            .flatten()
-        {
-            let pointer = entry.path().join("active");
-            let Ok(text) = fs::read_to_string(&pointer) else {
-                continue;
-            };
-            let version = text
-                .trim()
-                .parse::<u64>()
-                .map_err(|e| StoreError::Corrupt {
-                    path: pointer.clone(),
-                    message: e.to_string(),
-                })?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            active.push(self.version(&name, version)?);
-        }
-        active.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(active)
+    /// Every deployed function and what serves it, by name.
+    pub fn deployments(&self) -> Result<Vec<(String, Deployment)>, StoreError> {
+        self.read(|tx| {
+            let table = tx.open_table(DEPLOYMENTS).map_err(db)?;
+            let mut all = Vec::new();
+            for row in table.iter().map_err(db)? {
+                let (name, bytes) = row.map_err(db)?;
+                all.push((
+                    name.value().to_string(),
+                    decode(bytes.value(), "deployment")?,
+                ));
+            }
+            Ok(all)
+        })
     }
 
-    // ---- model store ----
-
-    pub fn register_model(&self, entry: &ModelEntry) -> Result<(), StoreError> {
-        let json = serde_json::to_vec_pretty(entry).expect("entries serialise");
-        write_atomically(
-            &self.root.join("models").join(format!("{}.json", entry.id)),
-            &json,
-        )
+    /// A function's audit log, oldest first (also after it was deleted).
+    pub fn history(&self, name: &str) -> Result<Vec<AuditEvent>, StoreError> {
+        self.read(|tx| {
+            let table = tx.open_table(EVENTS).map_err(db)?;
+            let mut events = Vec::new();
+            for row in table.range((name, 0)..=(name, u64::MAX)).map_err(db)? {
+                let (key, bytes) = row.map_err(db)?;
+                let mut event: AuditEvent = decode(bytes.value(), "audit event")?;
+                event.seq = key.value().1;
+                events.push(event);
+            }
+            Ok(events)
+        })
     }
 
     pub fn model(&self, id: &str) -> Result<Option<ModelEntry>, StoreError> {
-        let path = self.root.join("models").join(format!("{id}.json"));
-        if !path.exists() {
-            return Ok(None);
-        }
-        read_json(&path).map(Some)
+        self.read(|tx| {
+            let table = tx.open_table(MODELS).map_err(db)?;
+            let row = table.get(id).map_err(db)?;
+            row.map(|bytes| decode(bytes.value(), "model")).transpose()
+        })
     }
 
     pub fn models(&self) -> Result<Vec<ModelEntry>, StoreError> {
-        let dir = self.root.join("models");
-        let mut models = Vec::new();
+        self.read(|tx| {
+            let table = tx.open_table(MODELS).map_err(db)?;
+            let mut models = Vec::new();
+            for row in table.iter().map_err(db)? {
+                let (_, bytes) = row.map_err(db)?;
+                models.push(decode(bytes.value(), "model")?);
+            }
+            Ok(models)
+        })
+    }
+
+    pub fn register_model(&self, entry: &ModelEntry) -> Result<(), StoreError> {
+        self.write(|txn| txn.register_model(entry))
+    }
+
+    /// Deletes the blobs no kept version and no model id names, if older than `min_age` (so an
+    /// upload for a deploy still on its way is never taken). Returns how many and their bytes.
+    pub fn collect_garbage(
+        &self,
+        min_age: std::time::Duration,
+    ) -> Result<(usize, u64), StoreError> {
+        let mut used = std::collections::HashSet::new();
+        self.read(|tx| {
+            let versions = tx.open_table(VERSIONS).map_err(db)?;
+            for row in versions.iter().map_err(db)? {
+                let (_, bytes) = row.map_err(db)?;
+                let record: VersionRecord = decode(bytes.value(), "version")?;
+                used.extend(record.artifacts().map(|a| a.digest.hex().to_string()));
+            }
+            let models = tx.open_table(MODELS).map_err(db)?;
+            for row in models.iter().map_err(db)? {
+                let (_, bytes) = row.map_err(db)?;
+                let entry: ModelEntry = decode(bytes.value(), "model")?;
+                used.insert(entry.model.digest.hex().to_string());
+            }
+            Ok(())
+        })?;
+        let dir = self.root.join("blobs/sha256");
+        let (mut count, mut bytes) = (0, 0);
         for entry in fs::read_dir(&dir)
             .map_err(io_err("listing", &dir))?
             .flatten()
         {
-            if entry.path().extension().is_some_and(|e| e == "json") {
-                models.push(read_json::<ModelEntry>(&entry.path())?);
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.metadata() else { continue };
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if !used.contains(&name) && old && fs::remove_file(entry.path()).is_ok() {
+                count += 1;
+                bytes += meta.len();
             }
         }
-        models.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(models)
+        Ok((count, bytes))
     }
+
+    /// Brings the records of a state directory written before the database (one JSON file per
+    /// version, an `active` file per function, one JSON file per model id) into it, once.
+    fn import_files(&self) -> Result<(), StoreError> {
+        let functions = self.root.join("functions");
+        let models = self.root.join("models");
+        if !functions.is_dir() && !models.is_dir() {
+            return Ok(());
+        }
+        self.write(|txn| {
+            for entry in fs::read_dir(&functions).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let dir = entry.path().join("versions");
+                for file in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    if file.path().extension().is_some_and(|e| e == "json") {
+                        txn.save_version(&read_json::<VersionRecord>(&file.path())?)?;
+                    }
+                }
+                if let Ok(text) = fs::read_to_string(entry.path().join("active")) {
+                    if let Ok(stable) = text.trim().parse::<u64>() {
+                        txn.set_deployment(
+                            &name,
+                            Some(&Deployment {
+                                stable,
+                                rollout: None,
+                            }),
+                        )?;
+                    }
+                }
+            }
+            for file in fs::read_dir(&models).into_iter().flatten().flatten() {
+                if file.path().extension().is_some_and(|e| e == "json") {
+                    txn.register_model(&read_json::<ModelEntry>(&file.path())?)?;
+                }
+            }
+            Ok(())
+        })?;
+        for (dir, to) in [
+            (&functions, "functions.imported"),
+            (&models, "models.imported"),
+        ] {
+            if dir.is_dir() {
+                let target = self.root.join(to);
+                fs::rename(dir, &target).map_err(io_err("renaming", &target))?;
+            }
+        }
+        tracing::info!(state_dir = %self.root.display(), "imported versions and models into state.redb");
+        Ok(())
+    }
+}
+
+/// One write transaction on the state database (see [`Store::write`]).
+pub struct Txn {
+    tx: redb::WriteTransaction,
+}
+
+impl Txn {
+    pub fn save_version(&mut self, record: &VersionRecord) -> Result<(), StoreError> {
+        let mut table = self.tx.open_table(VERSIONS).map_err(db)?;
+        let json = serde_json::to_vec(record).expect("records serialise");
+        table
+            .insert((record.name.as_str(), record.version), json.as_slice())
+            .map_err(db)?;
+        Ok(())
+    }
+
+    pub fn remove_version(&mut self, name: &str, version: u64) -> Result<(), StoreError> {
+        let mut table = self.tx.open_table(VERSIONS).map_err(db)?;
+        table.remove((name, version)).map_err(db)?;
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, removes) what serves a function's traffic.
+    pub fn set_deployment(
+        &mut self,
+        name: &str,
+        deployment: Option<&Deployment>,
+    ) -> Result<(), StoreError> {
+        let mut table = self.tx.open_table(DEPLOYMENTS).map_err(db)?;
+        match deployment {
+            Some(deployment) => {
+                let json = serde_json::to_vec(deployment).expect("deployments serialise");
+                table.insert(name, json.as_slice()).map_err(db)?;
+            }
+            None => {
+                table.remove(name).map_err(db)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends an event to the function's audit log.
+    pub fn log(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut table = self.tx.open_table(EVENTS).map_err(db)?;
+        let name = event.function.as_str();
+        let seq = table
+            .range((name, 0)..=(name, u64::MAX))
+            .map_err(db)?
+            .next_back()
+            .transpose()
+            .map_err(db)?
+            .map_or(1, |(key, _)| key.value().1 + 1);
+        let json = serde_json::to_vec(event).expect("events serialise");
+        table.insert((name, seq), json.as_slice()).map_err(db)?;
+        Ok(())
+    }
+
+    pub fn register_model(&mut self, entry: &ModelEntry) -> Result<(), StoreError> {
+        let mut table = self.tx.open_table(MODELS).map_err(db)?;
+        let json = serde_json::to_vec(entry).expect("entries serialise");
+        table
+            .insert(entry.id.as_str(), json.as_slice())
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        path: PathBuf::from("state.redb"),
+        message: format!("{what}: {e}"),
+    })
+}
+
+fn db(error: impl Into<redb::Error>) -> StoreError {
+    StoreError::Db(error.into())
 }
 
 /// An artifact being uploaded.
@@ -441,8 +717,37 @@ mod tests {
         fs::remove_dir_all(dir).unwrap();
     }
 
+    fn record(name: &str, version: u64, artifact: &Artifact) -> VersionRecord {
+        VersionRecord {
+            name: name.into(),
+            version,
+            digest: VersionRecord::deployment_digest("spec", artifact, None, None),
+            spec_yaml: "spec".into(),
+            model_id: "m".into(),
+            model: artifact.clone(),
+            module: None,
+            fallback_model: None,
+            created_at: now_unix(),
+            deployed_by: "test".into(),
+        }
+    }
+
+    fn event(function: &str, action: &str) -> AuditEvent {
+        AuditEvent {
+            seq: 0,
+            at_ms: 1,
+            function: function.into(),
+            actor: "test".into(),
+            action: action.into(),
+            version: None,
+            serving: None,
+            reason: String::new(),
+            figures: None,
+        }
+    }
+
     #[test]
-    fn versions_are_numbered_and_one_is_active() {
+    fn versions_deployments_and_history_change_together_and_survive_reopening() {
         let (store, dir) = temp_store();
         let artifact = Artifact {
             digest: Digest::of(b"m"),
@@ -450,28 +755,62 @@ mod tests {
         };
         for version in 1..=2 {
             assert_eq!(store.next_version("f").unwrap(), version);
-            let record = VersionRecord {
-                name: "f".into(),
-                version,
-                digest: VersionRecord::deployment_digest("spec", &artifact, None, None),
-                spec_yaml: "spec".into(),
-                model_id: "m".into(),
-                model: artifact.clone(),
-                module: None,
-                fallback_model: None,
-                created_at: now_unix(),
-            };
-            store.save_version(&record).unwrap();
-            store.activate("f", version).unwrap();
+            store
+                .write(|txn| {
+                    txn.save_version(&record("f", version, &artifact))?;
+                    txn.set_deployment(
+                        "f",
+                        Some(&Deployment {
+                            stable: version,
+                            rollout: None,
+                        }),
+                    )?;
+                    txn.log(&event("f", "deploy"))
+                })
+                .unwrap();
         }
-        assert_eq!(store.active_versions().unwrap()[0].version, 2);
-        store.deactivate("f").unwrap();
-        assert!(store.active_versions().unwrap().is_empty());
+        // A change that fails half-way leaves nothing behind.
+        let failed = store.write(|txn| {
+            txn.save_version(&record("f", 3, &artifact))?;
+            txn.log(&event("f", "deploy"))?;
+            Err::<(), _>(StoreError::NoSuchVersion("f".into(), 9))
+        });
+        assert!(failed.is_err());
+        drop(store);
+
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.deployment("f").unwrap().unwrap().stable, 2);
+        assert_eq!(store.versions("f").unwrap().len(), 2);
+        let history = store.history("f").unwrap();
+        assert_eq!(history.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        store.write(|txn| txn.set_deployment("f", None)).unwrap();
+        assert!(store.deployments().unwrap().is_empty());
         assert_eq!(
             store.versions("f").unwrap().len(),
             2,
             "versions outlive deletion"
         );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_directory_of_json_files_is_imported() {
+        let dir = std::env::temp_dir().join(format!("aifn-store-{:016x}", rand::random::<u64>()));
+        let artifact = Artifact {
+            digest: Digest::of(b"m"),
+            size: 1,
+        };
+        let versions = dir.join("functions/f/versions");
+        fs::create_dir_all(&versions).unwrap();
+        fs::write(
+            versions.join("1.json"),
+            serde_json::to_vec(&record("f", 1, &artifact)).unwrap(),
+        )
+        .unwrap();
+        fs::write(dir.join("functions/f/active"), "1").unwrap();
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.deployment("f").unwrap().unwrap().stable, 1);
+        assert_eq!(store.version("f", 1).unwrap().model, artifact);
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -35,6 +35,81 @@ pub struct FunctionBody {
     /// A lighter variant of the model that takes the traffic when the function cannot keep its
     /// `target_latency` at its most replicas.
     pub fallback: Option<Fallback>,
+    /// How a new version of this function replaces the serving one; absent: at once, unless
+    /// `aifn deploy --canary` or `--shadow` asks otherwise (with [`Rollout::default`]).
+    pub rollout: Option<Rollout>,
+}
+
+/// `spec.rollout`: a gradual, watched replacement of the serving version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rollout {
+    pub strategy: RolloutStrategy,
+    /// Shares of traffic (percent) the new version takes in turn; the last is 100.
+    pub steps: Vec<f64>,
+    /// How long each step below 100% is held (and judged) before the next.
+    pub step_duration: HumanDuration,
+    /// How long the new version stays watched after it takes all traffic; the previous version
+    /// stays loaded to take it back at once.
+    pub watch: HumanDuration,
+    /// The span over which the two versions' figures are compared.
+    pub window: HumanDuration,
+    /// How far the new version's error rate may exceed the stable one's (0.01: one point).
+    pub max_error_rate_increase: f64,
+    /// How many times the stable version's p95 the new version's p95 may be.
+    pub max_latency_ratio: f64,
+    /// Requests the new version must answer in the window before it is judged.
+    pub min_requests: u32,
+    /// Whether a caller stays on the version it first got for the whole rollout.
+    pub sticky: Sticky,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout {
+            strategy: RolloutStrategy::Canary,
+            steps: vec![1.0, 10.0, 100.0],
+            step_duration: HumanDuration(std::time::Duration::from_secs(300)),
+            watch: HumanDuration(std::time::Duration::from_secs(600)),
+            window: HumanDuration(std::time::Duration::from_secs(60)),
+            max_error_rate_increase: 0.01,
+            max_latency_ratio: 1.5,
+            min_requests: 20,
+            sticky: Sticky::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStrategy {
+    /// Replace the serving version at once.
+    Immediate,
+    /// Shift traffic in `steps`, judged against the stable version, promoted automatically.
+    Canary,
+    /// Send the new version a copy of live traffic; callers only see the stable version.
+    Shadow,
+}
+
+impl RolloutStrategy {
+    pub fn parse(text: &str) -> Option<RolloutStrategy> {
+        match text {
+            "immediate" => Some(RolloutStrategy::Immediate),
+            "canary" => Some(RolloutStrategy::Canary),
+            "shadow" => Some(RolloutStrategy::Shadow),
+            _ => None,
+        }
+    }
+}
+
+/// `rollout.sticky`: what identifies a caller to keep on one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sticky {
+    None,
+    /// The caller's API key (or JWT subject, or client IP on open endpoints).
+    Caller,
+    /// The value of this request header.
+    Header(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -307,6 +307,7 @@ impl Checker {
                 "endpoints",
                 "module",
                 "fallback",
+                "rollout",
             ],
         )?;
         let model = self
@@ -334,6 +335,7 @@ impl Checker {
                 .and_then(|n| c.model(n, "spec.fallback.model"))?;
             Some(Fallback { model })
         });
+        let rollout = self.optional(&f, "rollout", |c, n, p| c.rollout(n, p));
         Some(FunctionBody {
             model: model?,
             resources: resources?,
@@ -341,7 +343,150 @@ impl Checker {
             endpoints: endpoints?,
             module: module?,
             fallback: fallback?,
+            rollout: rollout?,
         })
+    }
+
+    fn rollout(&mut self, node: &Node, path: &str) -> Option<Rollout> {
+        let f = self.fields(
+            node,
+            path,
+            &[
+                "strategy",
+                "steps",
+                "step_duration",
+                "watch",
+                "window",
+                "max_error_rate_increase",
+                "max_latency_ratio",
+                "min_requests",
+                "sticky",
+            ],
+        )?;
+        let defaults = Rollout::default();
+        let strategy = self.optional(&f, "strategy", |c, n, p| {
+            let text = c.string(n, p)?;
+            RolloutStrategy::parse(&text)
+                .ok_or_else(|| {
+                    c.error(
+                        p,
+                        n.pos,
+                        format!(
+                            "unknown strategy `{text}`; expected one of: canary, shadow, immediate"
+                        ),
+                    )
+                })
+                .ok()
+        });
+        let steps = self.optional(&f, "steps", |c, n, p| c.rollout_steps(n, p));
+        let duration = |c: &mut Self, name: &str, max_secs: u64| {
+            c.optional(&f, name, |c, n, p| {
+                let d = c.parsed(n, p, "a duration like `5m`", parse_duration)?;
+                if d.0 > std::time::Duration::from_secs(max_secs) {
+                    c.error(p, n.pos, format!("must be at most {max_secs}s"));
+                    return None;
+                }
+                Some(d)
+            })
+        };
+        let step_duration = duration(self, "step_duration", 7 * 86_400);
+        let watch = duration(self, "watch", 7 * 86_400);
+        let window = self.optional(&f, "window", |c, n, p| {
+            let d = c.parsed(n, p, "a duration like `1m`", parse_duration)?;
+            if d.0 < std::time::Duration::from_secs(1) || d.0 > std::time::Duration::from_secs(600)
+            {
+                c.error(p, n.pos, "must be from 1s to 10m");
+                return None;
+            }
+            Some(d)
+        });
+        let number = |c: &mut Self, name: &str, low: f64, high: f64| {
+            c.optional(&f, name, |c, n, p| {
+                let v = c.parsed(n, p, "a number", |t| {
+                    t.parse::<f64>()
+                        .map_err(|_| format!("`{t}` is not a number"))
+                })?;
+                if !(low..=high).contains(&v) {
+                    c.error(p, n.pos, format!("must be a number from {low} to {high}"));
+                    return None;
+                }
+                Some(v)
+            })
+        };
+        let max_error_rate_increase = number(self, "max_error_rate_increase", 0.0, 1.0);
+        let max_latency_ratio = number(self, "max_latency_ratio", 1.0, 1000.0);
+        let min_requests = self.optional(&f, "min_requests", |c, n, p| c.uint(n, p, 1_000_000));
+        let sticky = self.optional(&f, "sticky", |c, n, p| {
+            let text = c.string(n, p)?;
+            match text.as_str() {
+                "none" => Some(Sticky::None),
+                "caller" => Some(Sticky::Caller),
+                other => match other.strip_prefix("header:").map(str::trim) {
+                    Some(h) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+                        Some(Sticky::Header(h.to_ascii_lowercase()))
+                    }
+                    _ => {
+                        c.error(
+                            p,
+                            n.pos,
+                            format!("unknown sticky `{other}`; expected none, caller, or header:NAME (like `header:X-User-Id`)"),
+                        );
+                        None
+                    }
+                },
+            }
+        });
+        Some(Rollout {
+            strategy: strategy?.unwrap_or(defaults.strategy),
+            steps: steps?.unwrap_or(defaults.steps),
+            step_duration: step_duration?.unwrap_or(defaults.step_duration),
+            watch: watch?.unwrap_or(defaults.watch),
+            window: window?.unwrap_or(defaults.window),
+            max_error_rate_increase: max_error_rate_increase?
+                .unwrap_or(defaults.max_error_rate_increase),
+            max_latency_ratio: max_latency_ratio?.unwrap_or(defaults.max_latency_ratio),
+            min_requests: min_requests?.unwrap_or(defaults.min_requests),
+            sticky: sticky?.unwrap_or(defaults.sticky),
+        })
+    }
+
+    /// `rollout.steps`: increasing percentages above 0, ending at 100.
+    fn rollout_steps(&mut self, node: &Node, path: &str) -> Option<Vec<f64>> {
+        let NodeKind::Seq(items) = &node.kind else {
+            self.error(
+                path,
+                node.pos,
+                format!(
+                    "expected a list of percentages like [1, 10, 100], found {}",
+                    node.describe()
+                ),
+            );
+            return None;
+        };
+        let mut steps = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let step = self.parsed(item, &p, "a percentage", |t| match t.parse::<f64>() {
+                Ok(v) if v > 0.0 && v <= 100.0 => Ok(v),
+                _ => Err(format!(
+                    "`{t}` must be a percentage above 0 and at most 100"
+                )),
+            })?;
+            if steps.last().is_some_and(|&last| step <= last) {
+                self.error(&p, item.pos, "steps must increase");
+                return None;
+            }
+            steps.push(step);
+        }
+        if steps.last() != Some(&100.0) {
+            self.error(
+                path,
+                node.pos,
+                "the last step must be 100 (the new version takes all traffic)",
+            );
+            return None;
+        }
+        Some(steps)
     }
 
     /// A model block at `at` (`spec.model` or `spec.fallback.model`).

@@ -4,6 +4,7 @@
 use super::error::{json_response, ApiError, HttpResponse};
 use super::read_body;
 use crate::host::{DeployRequest, Host};
+use crate::lifecycle::Actor;
 use crate::store::{now_unix, Digest, ModelEntry};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -41,6 +42,7 @@ pub(super) async fn handle(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&host, &request)?;
+    let actor = actor(&request);
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path
         .trim_start_matches("/admin/v1")
@@ -53,7 +55,7 @@ pub(super) async fn handle(
         (&Method::POST, ["functions"]) => {
             let body = read_body(request, MAX_ADMIN_JSON).await?;
             let deploy: DeployRequest = parse_json(&body)?;
-            let outcome = host.deploy(deploy).await?;
+            let outcome = host.deploy(deploy, &actor).await?;
             let status = if outcome.unchanged {
                 StatusCode::OK
             } else {
@@ -66,7 +68,7 @@ pub(super) async fn handle(
             .map(|status| json_response(StatusCode::OK, &json!(status)))
             .ok_or_else(|| ApiError::not_found(format!("no function named `{name}`"))),
         (&Method::DELETE, ["functions", name]) => {
-            let version = host.delete(name).await?;
+            let version = host.delete(name, &actor).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "name": name, "deleted_version": version }),
@@ -77,22 +79,89 @@ pub(super) async fn handle(
             #[serde(deny_unknown_fields)]
             struct Rollback {
                 to: Option<u64>,
+                reason: Option<String>,
             }
-            let body = read_body(request, MAX_ADMIN_JSON).await?;
-            let rollback: Rollback = if body.is_empty() {
-                Rollback::default()
-            } else {
-                parse_json(&body)?
-            };
-            let outcome = host.rollback(name, rollback.to).await?;
+            let rollback: Rollback = optional_json(request).await?;
+            let outcome = host
+                .rollback(name, rollback.to, &actor, rollback.reason.as_deref())
+                .await?;
             Ok(json_response(StatusCode::OK, &json!(outcome)))
         }
+        (&Method::POST, ["functions", name, "promote"]) => {
+            #[derive(Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct Promote {
+                #[serde(default)]
+                full: bool,
+                reason: Option<String>,
+            }
+            let promote: Promote = optional_json(request).await?;
+            let record = host
+                .promote(name, promote.full, &actor, promote.reason.as_deref())
+                .await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "name": name, "rollout": host.rollout_view(name), "serving": host.function(name).map(|f| f.version()), "candidate": record.candidate }),
+            ))
+        }
+        (&Method::POST, ["functions", name, "abort"]) => {
+            #[derive(Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct Abort {
+                reason: Option<String>,
+            }
+            let abort: Abort = optional_json(request).await?;
+            let serving = host.abort(name, &actor, abort.reason.as_deref()).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "name": name, "serving": serving }),
+            ))
+        }
+        (&Method::POST, ["functions", name, "prune"]) => {
+            #[derive(Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct Prune {
+                keep: Option<usize>,
+            }
+            let prune: Prune = optional_json(request).await?;
+            let keep = prune.keep.unwrap_or(host.config.keep_versions);
+            let outcome = host.prune(name, keep, &actor).await?;
+            Ok(json_response(StatusCode::OK, &json!(outcome)))
+        }
+        (&Method::GET, ["functions", name, "history"]) => {
+            let events = host.store.history(name)?;
+            if events.is_empty() {
+                return Err(ApiError::not_found(format!("no function named `{name}`")));
+            }
+            let events: Vec<_> = events
+                .into_iter()
+                .map(|e| {
+                    let mut view = json!(e);
+                    view["seq"] = json!(e.seq);
+                    view
+                })
+                .collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "name": name, "events": events }),
+            ))
+        }
         (&Method::GET, ["functions", name, "versions"]) => {
+            let deployment = host.store.deployment(name)?;
+            let role = |version: u64| {
+                let Some(d) = &deployment else { return "" };
+                match &d.rollout {
+                    Some(r) if r.candidate == version && d.stable != version => "candidate",
+                    Some(r) if r.previous == version && d.stable != version => "previous",
+                    _ if d.stable == version => "stable",
+                    _ => "",
+                }
+            };
             let versions: Vec<_> = host
                 .store
                 .versions(name)?
                 .into_iter()
-                .map(|r| json!({ "version": r.version, "digest": r.digest, "created_at": r.created_at, "model": r.model, "module": r.module }))
+                .map(|r| json!({ "version": r.version, "role": role(r.version), "digest": r.digest, "created_at": r.created_at, "deployed_by": r.deployed_by, "model": r.model, "module": r.module, "fallback_model": r.fallback_model }))
                 .collect();
             if versions.is_empty() {
                 return Err(ApiError::not_found(format!("no function named `{name}`")));
@@ -194,6 +263,39 @@ pub(super) async fn handle(
         _ => Err(ApiError::not_found(format!(
             "no control-plane route {method} {path}"
         ))),
+    }
+}
+
+/// Who calls the control plane, for the audit log: the `X-Aifn-Actor` header the CLI sets
+/// (`user@machine`) and the address it came from.
+fn actor<B>(request: &Request<B>) -> Actor {
+    let named = request
+        .headers()
+        .get("x-aifn-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.chars()
+                .filter(|c| !c.is_control())
+                .take(100)
+                .collect::<String>()
+        })
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "admin".into());
+    match request.extensions().get::<super::PeerAddr>() {
+        Some(peer) => Actor(format!("{named} from {}", peer.0.ip().to_canonical())),
+        None => Actor(named),
+    }
+}
+
+/// A JSON body that may be empty (then the defaults).
+async fn optional_json<T: for<'de> Deserialize<'de> + Default>(
+    request: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let body = read_body(request, MAX_ADMIN_JSON).await?;
+    if body.is_empty() {
+        Ok(T::default())
+    } else {
+        parse_json(&body)
     }
 }
 

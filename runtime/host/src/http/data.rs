@@ -1,7 +1,8 @@
 //! The data plane: a function's own routes and the Open Inference Protocol v2.
 //!
-//! Request path: route match → method → auth → body (bounded) → instance queue → preprocess →
-//! ONNX Runtime → postprocess → response.
+//! Request path: route match → method → auth → version (the stable one, or a canary's share) →
+//! body (bounded) → instance queue → preprocess → ONNX Runtime → postprocess → response; a shadow
+//! gets a copy afterwards.
 
 use super::error::{json_response, ApiError, HttpResponse};
 use super::{rate_headers, PeerAddr};
@@ -58,6 +59,9 @@ pub(super) async fn endpoint(
     let deadline = policy.timeout.map_or(host.config.request_timeout, |t| {
         t.min(host.config.request_timeout)
     });
+    // The version that answers (a canary's candidate for its share), and a shadow's copy.
+    let mut answering = function.clone();
+    let mut shadow_job = None;
     let served = tokio::time::timeout(deadline, async {
         let admitted = admit(
             &host,
@@ -66,6 +70,9 @@ pub(super) async fn endpoint(
             &path,
             &request,
         )?;
+        let choice = host.choose(&function, &admitted.caller.key(), request.headers());
+        answering = choice.serve.clone();
+        let function = choice.serve;
         let no_cache = request
             .headers()
             .get(CACHE_CONTROL)
@@ -93,6 +100,9 @@ pub(super) async fn endpoint(
                 .collect(),
             body,
         };
+        if let Some((shadow, live)) = choice.shadow {
+            shadow_job = Some((shadow, live, work(body.clone())));
+        }
         let mut served = match &policy.cache {
             Some(cache) if !no_cache => {
                 let run = async {
@@ -162,14 +172,46 @@ pub(super) async fn endpoint(
             format!("the request took longer than the endpoint's limit of {deadline:?}"),
         ))
     });
+    if let Some((shadow, live, work)) = shadow_job {
+        let stable = match &served {
+            Ok(served) => (served.status, served.body.clone()),
+            Err(error) => (error.status.as_u16(), Bytes::new()),
+        };
+        tokio::spawn(run_shadow(shadow, live, work, stable));
+    }
     Ok(finish(
         &host,
-        &function,
+        &answering,
         Some(&policy.metrics),
         &path,
         started,
         served,
     ))
+}
+
+/// Runs a shadow's copy of a request and compares its answer with the one the caller got. Off
+/// the caller's path: the caller has its answer already, and never sees this one.
+async fn run_shadow(
+    shadow: Arc<LoadedFunction>,
+    live: Arc<crate::lifecycle::LiveRollout>,
+    work: Work,
+    stable: (u16, Bytes),
+) {
+    let started = Instant::now();
+    let Ok(receiver) = shadow.pool.submit(work) else {
+        live.disagreement.lock().expect("rollout lock").shed += 1;
+        return;
+    };
+    let answer = match receiver.await {
+        Ok(Ok(reply)) => (reply.status, reply.body),
+        Ok(Err(e)) => (ApiError::from(e).status.as_u16(), Bytes::new()),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE.as_u16(), Bytes::new()),
+    };
+    shadow.outcomes.record(answer.0, started.elapsed());
+    live.disagreement
+        .lock()
+        .expect("rollout lock")
+        .add((stable.0, &stable.1), (answer.0, &answer.1));
 }
 
 /// Why an answer was not stored in the cache: an error, or the function's own non-success answer
@@ -271,8 +313,43 @@ impl Served {
     }
 }
 
+/// Counts a version's answer in its outcomes when dropped: the status set, or 504 when the
+/// request's deadline dropped the call before it ended.
+struct Answered<'a> {
+    function: &'a LoadedFunction,
+    started: Instant,
+    status: Option<u16>,
+}
+
+impl Drop for Answered<'_> {
+    fn drop(&mut self) {
+        let status = self.status.unwrap_or(StatusCode::GATEWAY_TIMEOUT.as_u16());
+        self.function
+            .outcomes
+            .record(status, self.started.elapsed());
+    }
+}
+
 /// Hands work to the function's instances and waits for the reply.
 async fn invoke(host: &Host, function: &LoadedFunction, work: Work) -> Result<Reply, ApiError> {
+    let mut answered = Answered {
+        function,
+        started: Instant::now(),
+        status: None,
+    };
+    let result = invoke_pool(host, function, work).await;
+    answered.status = Some(match &result {
+        Ok(reply) => reply.status,
+        Err(error) => error.status.as_u16(),
+    });
+    result
+}
+
+async fn invoke_pool(
+    host: &Host,
+    function: &LoadedFunction,
+    work: Work,
+) -> Result<Reply, ApiError> {
     let receiver = function.serving_pool().submit(work).inspect_err(|_| {
         host.metrics
             .overloaded
@@ -403,9 +480,14 @@ pub(super) async fn v2(
                 ["infer"] if post => {
                     let route = format!("/v2/models/{name}/infer");
                     let started = Instant::now();
+                    let mut answering = function.clone();
                     let result = async {
                         let admitted =
                             admit(&host, &function, &function.endpoints, &route, &request)?;
+                        answering = host
+                            .choose(&function, &admitted.caller.key(), request.headers())
+                            .serve;
+                        let function = answering.clone();
                         let body = read_body(request, host.config.max_body_bytes).await?;
                         let tensors = aifn_tensor::decode_v2_request(&body).map_err(|e| {
                             ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", e.to_string())
@@ -422,7 +504,7 @@ pub(super) async fn v2(
                         })
                     }
                     .await;
-                    Ok(finish(&host, &function, None, &route, started, result))
+                    Ok(finish(&host, &answering, None, &route, started, result))
                 }
                 [] | ["ready"] | ["infer"] => Err(method_not_allowed(
                     &path,

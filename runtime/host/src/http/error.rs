@@ -211,6 +211,7 @@ impl From<StoreError> for ApiError {
                 "digest_mismatch",
                 error.to_string(),
             ),
+            StoreError::NoSuchVersion(..) => ApiError::not_found(error.to_string()),
             other => {
                 tracing::error!("storage error: {other}");
                 ApiError::new(
@@ -251,6 +252,11 @@ impl From<DeployError> for ApiError {
             DeployError::NothingToRollBackTo(..) => {
                 ApiError::new(S::CONFLICT, "no_older_version", message)
             }
+            DeployError::Rollout(_) => ApiError::new(S::CONFLICT, "rollout", message),
+            DeployError::RolloutInProgress { .. } => {
+                ApiError::new(S::CONFLICT, "rollout_in_progress", message)
+            }
+            DeployError::NoRollout(_) => ApiError::new(S::CONFLICT, "no_rollout", message),
             DeployError::Store(e) => e.into(),
         }
     }
