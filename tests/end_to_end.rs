@@ -254,7 +254,7 @@ fn versions_survive_kill_9() {
     assert!((churn_probability(&reply) - expected).abs() < 1e-5);
     assert_eq!(reply.header("x-aifn-version"), Some("2"));
     let versions: serde_json::Value =
-        serde_json::from_str(&host.cli_ok(&["versions", "churn-predictor"])).unwrap();
+        serde_json::from_str(&host.cli_ok(&["versions", "churn-predictor", "--json"])).unwrap();
     assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
     // The compiled module was cached by digest, so the restart did not compile it again.
     let compiled = std::fs::read_dir(state.join("compiled")).unwrap().count();
@@ -341,7 +341,7 @@ fn a_failed_deploy_changes_nothing_that_is_serving() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("x-aifn-version"), Some("1"));
     let list: serde_json::Value =
-        serde_json::from_str(&host.cli_ok(&["versions", "churn-predictor"])).unwrap();
+        serde_json::from_str(&host.cli_ok(&["versions", "churn-predictor", "--json"])).unwrap();
     assert_eq!(
         list["versions"].as_array().unwrap().len(),
         1,

@@ -723,7 +723,11 @@ impl Host {
                 } else {
                     record.previous
                 },
-                "the host restarted mid-rollout; the current step's hold starts again",
+                if watching {
+                    "the host restarted during the watch; it goes on to its end"
+                } else {
+                    "the host restarted mid-rollout; the current step's hold starts again"
+                },
                 None,
             ))
         })?;
