@@ -652,15 +652,13 @@ impl Host {
         self.check_routes_free(name, &spec.spec.endpoints)?;
         let function = self.load(target).await?;
         let from = current.version();
-        self.store.write(|txn| {
-            txn.set_deployment(
-                name,
-                Some(&Deployment {
-                    stable: function.version(),
-                    rollout: None,
-                }),
-            )?;
-            txn.log(&crate::lifecycle::event(
+        self.commit(
+            name,
+            Deployment {
+                stable: function.version(),
+                rollout: None,
+            },
+            &crate::lifecycle::event(
                 name,
                 actor,
                 "rollback",
@@ -668,8 +666,8 @@ impl Host {
                 function.version(),
                 reason.unwrap_or("rolled back by hand"),
                 None,
-            ))
-        })?;
+            ),
+        )?;
         let function = self.activate(function);
         tracing::info!(function = %name, from, to = function.version(), "rolled back");
         Ok(self.outcome(&function, false))
@@ -739,9 +737,10 @@ impl Host {
     pub async fn delete(&self, name: &str, actor: &Actor) -> Result<u64, DeployError> {
         let _guard = self.deploy_lock.lock().await;
         let deleted = |version: u64| {
-            self.store.write(|txn| {
-                txn.set_deployment(name, None)?;
-                txn.log(&crate::lifecycle::event(
+            self.commit(
+                name,
+                None,
+                &crate::lifecycle::event(
                     name,
                     actor,
                     "deleted",
@@ -749,8 +748,8 @@ impl Host {
                     0,
                     "stopped serving",
                     None,
-                ))
-            })
+                ),
+            )
         };
         let Some(function) = self.function(name) else {
             if self.load_errors.contains_key(name) {

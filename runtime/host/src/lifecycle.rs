@@ -43,6 +43,8 @@ pub struct LiveRollout {
     pub disagreement: Mutex<Disagreement>,
     /// The last verdict's words, for `aifn status`.
     note: Mutex<String>,
+    /// Since when the candidate's p95 has been over the threshold (milliseconds since the epoch).
+    slow_since_ms: Mutex<Option<u64>>,
 }
 
 impl LiveRollout {
@@ -56,6 +58,7 @@ impl LiveRollout {
             pins: DashMap::new(),
             disagreement: Mutex::new(Disagreement::default()),
             note: Mutex::new(String::new()),
+            slow_since_ms: Mutex::new(None),
         }
     }
 
@@ -326,16 +329,25 @@ impl Host {
                 live.other.outcomes.figures(window),
             ),
         };
-        let verdict = rollout::judge(
-            &live.plan,
-            &record.phase,
-            now,
-            &stable_figures,
-            &candidate_figures,
-        );
+        let verdict = {
+            let mut slow_since = live.slow_since_ms.lock().expect("rollout lock");
+            let verdict = rollout::judge(
+                &live.plan,
+                &record.phase,
+                now,
+                &stable_figures,
+                &candidate_figures,
+                *slow_since,
+            );
+            *slow_since = match &verdict {
+                Verdict::Slow(_) => Some(slow_since.unwrap_or(now)),
+                _ => None,
+            };
+            verdict
+        };
         let platform = Actor::platform();
         match verdict {
-            Verdict::Hold(why) => {
+            Verdict::Hold(why) | Verdict::Slow(why) => {
                 *live.note.lock().expect("rollout lock") = why;
                 Ok(())
             }
@@ -381,6 +393,21 @@ impl Host {
         }
     }
 
+    /// Writes what serves `name` now (`None`: nothing) with the audit event that says why, in one
+    /// transaction: a crash leaves both or neither.
+    pub(crate) fn commit(
+        &self,
+        name: &str,
+        deployment: impl Into<Option<Deployment>>,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let deployment = deployment.into();
+        self.store.write(|txn| {
+            txn.set_deployment(name, deployment.as_ref())?;
+            txn.log(event)
+        })
+    }
+
     /// Moves a canary to step `index`.
     fn step_to(
         &self,
@@ -396,15 +423,13 @@ impl Host {
             since_ms: now_ms(),
         };
         let share = live.plan.steps[index];
-        self.store.write(|txn| {
-            txn.set_deployment(
-                name,
-                Some(&Deployment {
-                    stable: record.previous,
-                    rollout: Some(record.clone()),
-                }),
-            )?;
-            txn.log(&event(
+        self.commit(
+            name,
+            Deployment {
+                stable: record.previous,
+                rollout: Some(record.clone()),
+            },
+            &event(
                 name,
                 actor,
                 "step",
@@ -415,8 +440,8 @@ impl Host {
                     record.candidate
                 ),
                 None,
-            ))
-        })?;
+            ),
+        )?;
         live.share.store(
             rollout::share_basis_points(&live.plan, &record.phase),
             Ordering::Relaxed,
@@ -447,15 +472,13 @@ impl Host {
         };
         let watch = live.plan.watch.0;
         if watch.is_zero() {
-            self.store.write(|txn| {
-                txn.set_deployment(
-                    name,
-                    Some(&Deployment {
-                        stable: record.candidate,
-                        rollout: None,
-                    }),
-                )?;
-                txn.log(&event(
+            self.commit(
+                name,
+                Deployment {
+                    stable: record.candidate,
+                    rollout: None,
+                },
+                &event(
                     name,
                     actor,
                     "promoted",
@@ -463,8 +486,8 @@ impl Host {
                     record.candidate,
                     reason,
                     None,
-                ))
-            })?;
+                ),
+            )?;
             self.activate_arc(live.other.clone());
             self.rollouts.remove(name);
         } else {
@@ -472,15 +495,13 @@ impl Host {
                 until_ms: now_ms() + watch.as_millis() as u64,
                 baseline,
             };
-            self.store.write(|txn| {
-                txn.set_deployment(
-                    name,
-                    Some(&Deployment {
-                        stable: record.candidate,
-                        rollout: Some(record.clone()),
-                    }),
-                )?;
-                txn.log(&event(
+            self.commit(
+                name,
+                Deployment {
+                    stable: record.candidate,
+                    rollout: Some(record.clone()),
+                },
+                &event(
                     name,
                     actor,
                     "promoted",
@@ -488,8 +509,8 @@ impl Host {
                     record.candidate,
                     &format!("{reason}; watched for {}s", watch.as_secs()),
                     None,
-                ))
-            })?;
+                ),
+            )?;
             self.activate_arc(live.other.clone());
             self.rollouts.insert(
                 name.to_string(),
@@ -518,15 +539,13 @@ impl Host {
         reason: &str,
     ) -> Result<(), StoreError> {
         let record = live.record();
-        self.store.write(|txn| {
-            txn.set_deployment(
-                name,
-                Some(&Deployment {
-                    stable: record.candidate,
-                    rollout: None,
-                }),
-            )?;
-            txn.log(&event(
+        self.commit(
+            name,
+            Deployment {
+                stable: record.candidate,
+                rollout: None,
+            },
+            &event(
                 name,
                 actor,
                 "rollout_complete",
@@ -534,8 +553,8 @@ impl Host {
                 record.candidate,
                 reason,
                 None,
-            ))
-        })?;
+            ),
+        )?;
         self.rollouts.remove(name);
         tracing::info!(
             function = name,
@@ -558,15 +577,13 @@ impl Host {
         figures: Option<serde_json::Value>,
     ) -> Result<(), StoreError> {
         let record = live.record();
-        self.store.write(|txn| {
-            txn.set_deployment(
-                name,
-                Some(&Deployment {
-                    stable: record.previous,
-                    rollout: None,
-                }),
-            )?;
-            txn.log(&event(
+        self.commit(
+            name,
+            Deployment {
+                stable: record.previous,
+                rollout: None,
+            },
+            &event(
                 name,
                 actor,
                 action,
@@ -574,8 +591,8 @@ impl Host {
                 record.previous,
                 reason,
                 figures.clone(),
-            ))
-        })?;
+            ),
+        )?;
         if matches!(record.phase, Phase::Watch { .. }) {
             self.activate_arc(live.other.clone());
         }
@@ -671,15 +688,13 @@ impl Host {
                 };
                 let reason =
                     format!("after a restart version {other_version} could not be loaded: {e}");
-                self.store.write(|txn| {
-                    txn.set_deployment(
-                        name,
-                        Some(&Deployment {
-                            stable,
-                            rollout: None,
-                        }),
-                    )?;
-                    txn.log(&event(
+                self.commit(
+                    name,
+                    Deployment {
+                        stable,
+                        rollout: None,
+                    },
+                    &event(
                         name,
                         &platform,
                         action,
@@ -687,8 +702,8 @@ impl Host {
                         stable,
                         &reason,
                         None,
-                    ))
-                })?;
+                    ),
+                )?;
                 tracing::error!(function = name, "{reason}");
                 return Ok(());
             }
@@ -701,19 +716,17 @@ impl Host {
             Phase::Step { since_ms, .. } | Phase::Shadow { since_ms } => *since_ms = now_ms(),
             Phase::Watch { .. } => {}
         }
-        self.store.write(|txn| {
-            txn.set_deployment(
-                name,
-                Some(&Deployment {
-                    stable: if watching {
-                        record.candidate
-                    } else {
-                        record.previous
-                    },
-                    rollout: Some(record.clone()),
-                }),
-            )?;
-            txn.log(&event(
+        self.commit(
+            name,
+            Deployment {
+                stable: if watching {
+                    record.candidate
+                } else {
+                    record.previous
+                },
+                rollout: Some(record.clone()),
+            },
+            &event(
                 name,
                 &platform,
                 "resumed",
@@ -729,8 +742,8 @@ impl Host {
                     "the host restarted mid-rollout; the current step's hold starts again"
                 },
                 None,
-            ))
-        })?;
+            ),
+        )?;
         tracing::info!(
             function = name,
             candidate = record.candidate,

@@ -18,6 +18,10 @@ use std::time::Duration;
 /// latencies a ratio alone would fail versions on scheduling noise.
 pub const LATENCY_SLACK_MS: f64 = 2.0;
 
+/// A p95 over the threshold fails a version only once it has stayed over this long: a version just
+/// given more traffic is slow while its pool grows to the new load. (Errors fail at once.)
+pub const LATENCY_PERSISTENCE: Duration = Duration::from_secs(3);
+
 /// What one version did over a window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
@@ -42,6 +46,9 @@ impl Figures {
 pub enum Verdict {
     /// Keep going as is; why, for `aifn status`.
     Hold(String),
+    /// The p95 is over the threshold, not yet for [`LATENCY_PERSISTENCE`]: the caller remembers
+    /// since when (and forgets it on any other verdict).
+    Slow(String),
     /// Move to step `index`.
     Advance(usize),
     /// The candidate takes all traffic (and the watch begins).
@@ -52,20 +59,32 @@ pub enum Verdict {
     Fail(String),
 }
 
-/// Judges a rollout in `phase` at `now_ms`, given both versions' figures over the window.
+/// Judges a rollout in `phase` at `now_ms`, given both versions' figures over the window and
+/// since when the candidate has been too slow (see [`Verdict::Slow`]).
 pub fn judge(
     plan: &Rollout,
     phase: &Phase,
     now_ms: u64,
     stable: &Figures,
     candidate: &Figures,
+    slow_since_ms: Option<u64>,
 ) -> Verdict {
     let baseline = match phase {
         Phase::Watch { baseline, .. } => baseline,
         _ => stable,
     };
-    if let Some(fault) = fault(plan, baseline, candidate) {
-        return Verdict::Fail(fault);
+    match fault(plan, baseline, candidate) {
+        Some(Fault::Errors(why)) => return Verdict::Fail(why),
+        Some(Fault::Latency(why)) => {
+            let slow_for =
+                slow_since_ms.map(|since| Duration::from_millis(now_ms.saturating_sub(since)));
+            return if slow_for.is_some_and(|d| d >= LATENCY_PERSISTENCE) {
+                Verdict::Fail(format!("{why}, for {}s", LATENCY_PERSISTENCE.as_secs()))
+            } else {
+                Verdict::Slow(why)
+            };
+        }
+        None => {}
     }
     match phase {
         Phase::Step { index, since_ms } => {
@@ -111,29 +130,36 @@ pub fn judge(
     }
 }
 
-/// Why the candidate is worse than the baseline beyond the plan's thresholds, if it is; no
-/// verdict before it has answered `min_requests`.
-pub fn fault(plan: &Rollout, baseline: &Figures, candidate: &Figures) -> Option<String> {
+/// How a candidate is worse than the baseline beyond the plan's thresholds, and by how much.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    Errors(String),
+    Latency(String),
+}
+
+/// How the candidate is worse than the baseline, if it is; no verdict before it has answered
+/// `min_requests`.
+pub fn fault(plan: &Rollout, baseline: &Figures, candidate: &Figures) -> Option<Fault> {
     if candidate.requests < u64::from(plan.min_requests) || candidate.requests == 0 {
         return None;
     }
     let (rate, base_rate) = (candidate.error_rate(), baseline.error_rate());
     if rate - base_rate > plan.max_error_rate_increase {
-        return Some(format!(
+        return Some(Fault::Errors(format!(
             "error rate {:.1}% ({} of {} requests) against {:.1}% for the stable version; at most {:.1} points more allowed",
             rate * 100.0,
             candidate.errors,
             candidate.requests,
             base_rate * 100.0,
             plan.max_error_rate_increase * 100.0
-        ));
+        )));
     }
     if let (Some(p95), Some(base_p95)) = (candidate.p95_ms, baseline.p95_ms) {
         if p95 > base_p95 * plan.max_latency_ratio && p95 - base_p95 > LATENCY_SLACK_MS {
-            return Some(format!(
+            return Some(Fault::Latency(format!(
                 "p95 latency {p95:.1} ms against {base_p95:.1} ms for the stable version; at most {}x allowed",
                 plan.max_latency_ratio
-            ));
+            )));
         }
     }
     None
@@ -186,15 +212,15 @@ mod tests {
         let good = figures(50, 0, 11.0);
         let step = |index, since_ms| Phase::Step { index, since_ms };
         assert!(matches!(
-            judge(&plan, &step(0, 0), 59_000, &stable, &good),
+            judge(&plan, &step(0, 0), 59_000, &stable, &good, None),
             Verdict::Hold(_)
         ));
         assert_eq!(
-            judge(&plan, &step(0, 0), 60_000, &stable, &good),
+            judge(&plan, &step(0, 0), 60_000, &stable, &good, None),
             Verdict::Advance(1)
         );
         assert_eq!(
-            judge(&plan, &step(1, 60_000), 120_000, &stable, &good),
+            judge(&plan, &step(1, 60_000), 120_000, &stable, &good, None),
             Verdict::Promote
         );
         let watch = Phase::Watch {
@@ -202,11 +228,11 @@ mod tests {
             baseline: stable.clone(),
         };
         assert!(matches!(
-            judge(&plan, &watch, 199_000, &stable, &good),
+            judge(&plan, &watch, 199_000, &stable, &good, None),
             Verdict::Hold(_)
         ));
         assert_eq!(
-            judge(&plan, &watch, 200_000, &stable, &good),
+            judge(&plan, &watch, 200_000, &stable, &good, None),
             Verdict::Complete
         );
     }
@@ -222,6 +248,7 @@ mod tests {
             600_000,
             &figures(1000, 0, 10.0),
             &figures(5, 0, 10.0),
+            None,
         );
         assert!(matches!(verdict, Verdict::Hold(why) if why.contains("waiting for 20 requests")));
     }
@@ -234,19 +261,33 @@ mod tests {
             since_ms: 0,
         };
         let stable = figures(1000, 10, 10.0); // 1% errors
-        let Verdict::Fail(why) = judge(&plan, &step, 1, &stable, &figures(40, 2, 10.0)) else {
+        let Verdict::Fail(why) = judge(&plan, &step, 1, &stable, &figures(40, 2, 10.0), None)
+        else {
             panic!("5% errors against 1% must fail");
         };
         assert!(why.contains("error rate 5.0% (2 of 40 requests)"), "{why}");
         // Within one point of the stable version's rate: fine.
         assert!(matches!(
-            judge(&plan, &step, 1, &stable, &figures(100, 2, 10.0)),
+            judge(&plan, &step, 1, &stable, &figures(100, 2, 10.0), None),
             Verdict::Hold(_)
         ));
-        let Verdict::Fail(why) = judge(&plan, &step, 1, &stable, &figures(40, 0, 16.0)) else {
-            panic!("a p95 1.6x the stable one must fail");
+        // A p95 1.6x the stable one is slow at first, and fails once it has lasted.
+        let slow = figures(40, 0, 16.0);
+        assert!(matches!(
+            judge(&plan, &step, 1_000, &stable, &slow, None),
+            Verdict::Slow(why) if why.contains("p95 latency 16.0 ms")
+        ));
+        assert!(matches!(
+            judge(&plan, &step, 3_999, &stable, &slow, Some(1_000)),
+            Verdict::Slow(_)
+        ));
+        let Verdict::Fail(why) = judge(&plan, &step, 4_000, &stable, &slow, Some(1_000)) else {
+            panic!("a p95 1.6x the stable one for 3 s must fail");
         };
-        assert!(why.contains("p95 latency 16.0 ms"), "{why}");
+        assert!(
+            why.contains("p95 latency 16.0 ms") && why.ends_with("for 3s"),
+            "{why}"
+        );
         // Sub-millisecond noise is not a fault.
         assert!(matches!(
             judge(
@@ -254,13 +295,14 @@ mod tests {
                 &step,
                 1,
                 &figures(1000, 0, 0.3),
-                &figures(40, 0, 0.9)
+                &figures(40, 0, 0.9),
+                None
             ),
             Verdict::Hold(_)
         ));
         // Nor are a few errors before min_requests answers.
         assert!(matches!(
-            judge(&plan, &step, 1, &stable, &figures(5, 5, 10.0)),
+            judge(&plan, &step, 1, &stable, &figures(5, 5, 10.0), None),
             Verdict::Hold(_)
         ));
     }
@@ -274,7 +316,7 @@ mod tests {
         // The stable figures passed in are the candidate's own once it serves everything.
         let now = figures(100, 30, 10.0);
         assert!(matches!(
-            judge(&plan(), &watch, 50, &now, &now),
+            judge(&plan(), &watch, 50, &now, &now, None),
             Verdict::Fail(_)
         ));
     }
