@@ -134,7 +134,10 @@ fn merge(all: &mut Seen, more: Seen) {
 #[test]
 fn a_canary_promotes_itself_step_by_step_without_a_failed_request() {
     let dir = temp_dir("canary");
-    let host = TestHost::start_with(&dir.join("state"), &["--rollout-tick-ms", "100"]);
+    let host = TestHost::start_with(
+        &dir.join("state"),
+        &["--rollout-tick-ms", "100", "--keep-versions", "2"],
+    );
     host.deploy(&spec(&dir, "v1.yaml", "    strategy: immediate", "v1"));
     let rollout = "    steps: [20, 50, 100]\n    step_duration: 1s\n    watch: 2s\n    window: 10s\n    min_requests: 5\n    max_latency_ratio: 50";
     let v2 = spec(&dir, "v2.yaml", rollout, "v2");
@@ -224,6 +227,27 @@ fn a_canary_promotes_itself_step_by_step_without_a_failed_request() {
     assert!(
         versions.lines().nth(2).unwrap().contains("stable"),
         "{versions}"
+    );
+
+    // The host keeps two versions (`--keep-versions 2`): a third deploy prunes the first.
+    host.cli_ok(&[
+        "deploy",
+        spec(&dir, "v3.yaml", "    strategy: immediate", "v3")
+            .to_str()
+            .unwrap(),
+    ]);
+    let versions = host.cli_ok(&["versions", NAME, "--json"]);
+    let kept: Vec<Value> = serde_json::from_str::<Value>(&versions).unwrap()["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].clone())
+        .collect();
+    assert_eq!(kept, [2, 3]);
+    let last = history(&host).pop().unwrap();
+    assert_eq!(
+        (last["action"].as_str(), last["actor"].as_str()),
+        (Some("pruned"), Some("aifn"))
     );
 }
 
