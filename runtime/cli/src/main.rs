@@ -218,6 +218,9 @@ struct ServeArgs {
     /// Deadline of one module call when the spec sets none, in milliseconds.
     #[arg(long, env = "AIFN_MODULE_TIMEOUT_MS", default_value_t = 1000)]
     module_timeout_ms: u64,
+    /// Largest response body or set of tensors a module may return, in bytes (larger: 500).
+    #[arg(long, env = "AIFN_MAX_MODULE_OUTPUT_BYTES", default_value_t = 64 << 20)]
+    max_module_output_bytes: usize,
     /// Most instances a function gets, whatever its spec asks (default: number of cores).
     #[arg(long, env = "AIFN_MAX_INSTANCES")]
     max_instances: Option<usize>,
@@ -583,6 +586,7 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     config.max_body_bytes = args.max_body_bytes;
     config.request_timeout = std::time::Duration::from_secs(args.request_timeout_secs);
     config.module_timeout = std::time::Duration::from_millis(args.module_timeout_ms);
+    config.max_module_output_bytes = args.max_module_output_bytes.max(1);
     config.header_read_timeout = std::time::Duration::from_millis(args.header_timeout_ms.max(1));
     config.jwt_secret = args.jwt_secret;
     config.jwt_jwks = args.jwt_jwks;

@@ -329,6 +329,20 @@ pub struct GuestRequest<'a> {
     pub body: &'a [u8],
 }
 
+/// The wall clock modules see: the Unix epoch, always. The host's time is not theirs to read
+/// (answers would depend on when they ran). Monotonic time, for measuring durations, is real.
+struct StoppedWallClock;
+
+impl wasmtime_wasi::HostWallClock for StoppedWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
 /// What `postprocess` answered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuestResponse {
@@ -341,7 +355,9 @@ impl GuestModule {
     /// A fresh instance for one request.
     pub fn start(&self) -> Result<GuestCall<'_>, GuestError> {
         let state = CallState {
-            wasi: WasiCtx::builder().build(),
+            // No capability is granted: no preopened directory, no environment or arguments, no
+            // network (WASI's default), and a wall clock stopped at the Unix epoch.
+            wasi: WasiCtx::builder().wall_clock(StoppedWallClock).build(),
             table: ResourceTable::new(),
             limits: CallLimiter {
                 memory_bytes: usize::try_from(self.limits.memory_bytes).unwrap_or(usize::MAX),

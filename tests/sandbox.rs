@@ -1,0 +1,115 @@
+//! The sandbox around modules, probed from inside by the hostile test module
+//! (`tests/guests/hostile`): no capability the spec does not grant, bounded outputs, a fresh
+//! instance per request, failures that name the function and version. (Deadlines, memory caps and
+//! traps are in `end_to_end.rs`.)
+
+mod support;
+
+use serde_json::{json, Value};
+use support::*;
+
+fn probe(host: &TestHost, route: &str, body: &str) -> Value {
+    let reply = host.post(route, body);
+    assert_eq!(reply.status, 200, "{body}: {}", reply.body);
+    reply.json()
+}
+
+#[test]
+fn a_module_gets_no_capability_and_no_state_from_other_requests() {
+    let dir = temp_dir("sandbox");
+    let host = TestHost::start(&dir.join("state"));
+    host.deploy(&hostile_spec(&dir, &[]));
+
+    // No environment and no arguments, though the host has both.
+    assert!(std::env::vars().count() > 0);
+    assert_eq!(
+        probe(&host, "/v1/hostile", "env"),
+        json!({ "vars": 0, "args": 0 })
+    );
+
+    // No file: not the root, not the host's files, not a working directory.
+    let fs = probe(&host, "/v1/hostile", "fs");
+    let attempts = fs.as_object().unwrap();
+    assert_eq!(attempts.len(), 4, "{fs}");
+    for (path, outcome) in attempts {
+        assert_ne!(outcome, "opened", "{path} was readable: {fs}");
+    }
+
+    // No network: a listener on the host's loopback is never reached.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap();
+    let net = probe(&host, "/v1/hostile", &format!("net:{address}"));
+    assert_eq!(net["connected"], false, "{net}");
+    // Refused by the host's WASI (no socket address is allowed), not merely unsupported.
+    assert!(
+        net["error"].as_str().unwrap().contains("Permission denied"),
+        "{net}"
+    );
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the module connected to {address}"
+    );
+
+    // No host clock: the wall clock a module reads stands at the Unix epoch.
+    assert_eq!(
+        probe(&host, "/v1/hostile", "clock"),
+        json!({ "unix_seconds": 0 })
+    );
+
+    // A fresh instance per request: no request sees what an earlier one left, nor does another
+    // function with the same module.
+    let other = hostile_spec(
+        &dir,
+        &[
+            ("name: hostile", "name: hostile-b"),
+            ("route: /v1/hostile", "route: /v1/hostile-b"),
+        ],
+    );
+    host.deploy(&other);
+    for route in ["/v1/hostile", "/v1/hostile-b", "/v1/hostile"] {
+        for _ in 0..3 {
+            assert_eq!(probe(&host, route, "state"), json!({ "calls": 1 }));
+        }
+    }
+}
+
+#[test]
+fn outputs_are_bounded_and_failures_name_the_function_and_version() {
+    let dir = temp_dir("sandbox-output");
+    let host = TestHost::start_with(
+        &dir.join("state"),
+        &["--max-module-output-bytes", "1048576"],
+    );
+    host.deploy(&hostile_spec(&dir, &[]));
+
+    // 8 MiB from postprocess against a 1 MiB limit: cut off with a clear error.
+    let reply = host.post("/v1/hostile", "big");
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (500, "function_failed"),
+        "{}",
+        reply.body
+    );
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("response of 8388608 bytes is over the limit of 1048576"),
+        "{message}"
+    );
+    assert_eq!(
+        reply.json()["error"]["details"],
+        json!({ "function": "hostile", "version": 1 })
+    );
+
+    // A trap names the function and version too, and the host goes on serving.
+    let reply = host.post("/v1/hostile", "trap");
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    assert_eq!(
+        reply.json()["error"]["details"],
+        json!({ "function": "hostile", "version": 1 })
+    );
+    assert_eq!(host.post("/v1/hostile", "fine").status, 200);
+}
