@@ -66,6 +66,17 @@ fn history(host: &TestHost) -> Vec<Value> {
         .unwrap_or_else(|| serde_json::from_str::<Vec<Value>>(&text).unwrap())
 }
 
+/// One field of every version `aifn versions --json` lists, oldest first.
+fn versions_field(host: &TestHost, field: &str) -> Vec<Value> {
+    let versions = host.cli_ok(&["versions", NAME, "--json"]);
+    serde_json::from_str::<Value>(&versions).unwrap()["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v[field].clone())
+        .collect()
+}
+
 fn actions(events: &[Value]) -> Vec<String> {
     events
         .iter()
@@ -236,14 +247,7 @@ fn a_canary_promotes_itself_step_by_step_without_a_failed_request() {
             .to_str()
             .unwrap(),
     ]);
-    let versions = host.cli_ok(&["versions", NAME, "--json"]);
-    let kept: Vec<Value> = serde_json::from_str::<Value>(&versions).unwrap()["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["version"].clone())
-        .collect();
-    assert_eq!(kept, [2, 3]);
+    assert_eq!(versions_field(&host, "version"), [2, 3]);
     let last = history(&host).pop().unwrap();
     assert_eq!(
         (last["action"].as_str(), last["actor"].as_str()),
@@ -538,14 +542,7 @@ fn a_host_killed_mid_rollout_comes_back_consistent() {
         "{st:#}"
     );
     assert_eq!(versions_of(&host).into_iter().collect::<Vec<_>>(), ["2"]);
-    let versions = host.cli_ok(&["versions", NAME, "--json"]);
-    let roles: Vec<Value> = serde_json::from_str::<Value>(&versions).unwrap()["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["role"].clone())
-        .collect();
-    assert_eq!(roles, ["previous", "stable"]);
+    assert_eq!(versions_field(&host, "role"), ["previous", "stable"]);
 
     // A rollback during the watch returns to version 1 at once, and that too survives a kill.
     host.cli_ok(&["rollback", NAME, "--reason", "pager went off"]);
