@@ -7,6 +7,7 @@
 use crate::function::LoadedFunction;
 use crate::host::{DeployError, Host};
 use crate::outcomes::Disagreement;
+use crate::policy::Caller;
 use crate::rollout::{self, Figures, Verdict};
 use crate::store::{AuditEvent, Deployment, Phase, RolloutRecord, StoreError};
 use aifn_spec::{RolloutStrategy, Sticky};
@@ -89,6 +90,13 @@ fn stable_hash(key: &str) -> u64 {
     })
 }
 
+/// Which kind of phase a rollout is in (what routing needs of it, without copying the record).
+enum PhaseKind {
+    Step,
+    Shadow,
+    Watch,
+}
+
 /// Where a request goes.
 pub struct Choice {
     pub serve: Arc<LoadedFunction>,
@@ -138,10 +146,11 @@ pub fn plan_for(function: &LoadedFunction, strategy: RolloutStrategy) -> aifn_sp
 impl Host {
     /// Where a request that routed to `stable` goes: the candidate for its share of a canary,
     /// and a copy to a shadow.
+    /// With no rollout this is one map lookup: the caller's key is only made for sticky canaries.
     pub fn choose(
         &self,
         stable: &Arc<LoadedFunction>,
-        caller_key: &str,
+        caller: &Caller,
         headers: &hyper::HeaderMap,
     ) -> Choice {
         let live = self.rollouts.get(stable.name()).map(|r| r.clone());
@@ -151,20 +160,28 @@ impl Host {
                 shadow: None,
             };
         };
-        let phase = live.record().phase;
+        let phase = match live.record.lock().expect("rollout lock").phase {
+            Phase::Watch { .. } => PhaseKind::Watch,
+            Phase::Shadow { .. } => PhaseKind::Shadow,
+            Phase::Step { .. } => PhaseKind::Step,
+        };
         match phase {
-            Phase::Watch { .. } => Choice {
+            PhaseKind::Watch => Choice {
                 serve: stable.clone(),
                 shadow: None,
             },
-            Phase::Shadow { .. } => Choice {
+            PhaseKind::Shadow => Choice {
                 serve: stable.clone(),
                 shadow: Some((live.other.clone(), live)),
             },
-            Phase::Step { .. } => {
+            PhaseKind::Step => {
+                let caller_key;
                 let key = match &live.plan.sticky {
                     Sticky::None => None,
-                    Sticky::Caller => Some(caller_key),
+                    Sticky::Caller => {
+                        caller_key = caller.key();
+                        Some(caller_key.as_str())
+                    }
                     Sticky::Header(name) => headers.get(name).and_then(|v| v.to_str().ok()),
                 };
                 let serve = if live.to_candidate(key) {
@@ -371,9 +388,13 @@ impl Host {
                 );
                 self.promote_candidate(name, &live, stable_figures, &platform, &reason)
             }
-            Verdict::Complete => {
-                self.complete(name, &live, &platform, "the watch ended without a fault")
-            }
+            Verdict::Complete => self.finish_rollout(
+                name,
+                &live,
+                "rollout_complete",
+                &platform,
+                "the watch ended without a fault",
+            ),
             Verdict::Fail(why) => {
                 let figures = json!({
                     "window_seconds": window.as_secs_f64(),
@@ -472,55 +493,37 @@ impl Host {
         };
         let watch = live.plan.watch.0;
         if watch.is_zero() {
-            self.commit(
-                name,
-                Deployment {
-                    stable: record.candidate,
-                    rollout: None,
-                },
-                &event(
-                    name,
-                    actor,
-                    "promoted",
-                    record.candidate,
-                    record.candidate,
-                    reason,
-                    None,
-                ),
-            )?;
-            self.activate_arc(live.other.clone());
-            self.rollouts.remove(name);
-        } else {
-            record.phase = Phase::Watch {
-                until_ms: now_ms() + watch.as_millis() as u64,
-                baseline,
-            };
-            self.commit(
-                name,
-                Deployment {
-                    stable: record.candidate,
-                    rollout: Some(record.clone()),
-                },
-                &event(
-                    name,
-                    actor,
-                    "promoted",
-                    record.candidate,
-                    record.candidate,
-                    &format!("{reason}; watched for {}s", watch.as_secs()),
-                    None,
-                ),
-            )?;
-            self.activate_arc(live.other.clone());
-            self.rollouts.insert(
-                name.to_string(),
-                Arc::new(LiveRollout::new(
-                    record.clone(),
-                    live.plan.clone(),
-                    previous,
-                )),
-            );
+            return self.finish_rollout(name, live, "promoted", actor, reason);
         }
+        record.phase = Phase::Watch {
+            until_ms: now_ms() + watch.as_millis() as u64,
+            baseline,
+        };
+        self.commit(
+            name,
+            Deployment {
+                stable: record.candidate,
+                rollout: Some(record.clone()),
+            },
+            &event(
+                name,
+                actor,
+                "promoted",
+                record.candidate,
+                record.candidate,
+                &format!("{reason}; watched for {}s", watch.as_secs()),
+                None,
+            ),
+        )?;
+        self.activate_arc(live.other.clone());
+        self.rollouts.insert(
+            name.to_string(),
+            Arc::new(LiveRollout::new(
+                record.clone(),
+                live.plan.clone(),
+                previous,
+            )),
+        );
         tracing::info!(
             function = name,
             version = record.candidate,
@@ -530,11 +533,13 @@ impl Host {
         Ok(())
     }
 
-    /// The watch is over: the previous version is let go.
-    fn complete(
+    /// The candidate keeps all traffic and the rollout ends: the previous version is let go
+    /// (`action`: rollout_complete at the end of the watch, promoted when there is none).
+    fn finish_rollout(
         &self,
         name: &str,
         live: &LiveRollout,
+        action: &str,
         actor: &Actor,
         reason: &str,
     ) -> Result<(), StoreError> {
@@ -548,20 +553,24 @@ impl Host {
             &event(
                 name,
                 actor,
-                "rollout_complete",
+                action,
                 record.candidate,
                 record.candidate,
                 reason,
                 None,
             ),
         )?;
+        // Promoted straight from a step: the candidate is not serving yet (in a watch it is).
+        if self.function(name).map(|f| f.version()) != Some(record.candidate) {
+            self.activate_arc(live.other.clone());
+        }
         self.rollouts.remove(name);
         tracing::info!(
             function = name,
             version = record.candidate,
-            "rollout complete"
+            "rollout {action}"
         );
-        self.notify(name, "rollout_complete", &record, reason, None);
+        self.notify(name, action, &record, reason, None);
         Ok(())
     }
 
@@ -632,7 +641,9 @@ impl Host {
                 let baseline = stable.outcomes.figures(live.plan.window.0);
                 self.promote_candidate(name, &live, baseline, actor, reason)?
             }
-            Phase::Watch { .. } => self.complete(name, &live, actor, reason)?,
+            Phase::Watch { .. } => {
+                self.finish_rollout(name, &live, "rollout_complete", actor, reason)?
+            }
         }
         Ok(self.rollout(name).map_or(record, |l| l.record()))
     }

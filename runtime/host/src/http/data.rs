@@ -70,7 +70,7 @@ pub(super) async fn endpoint(
             &path,
             &request,
         )?;
-        let choice = host.choose(&function, &admitted.caller.key(), request.headers());
+        let choice = host.choose(&function, &admitted.caller, request.headers());
         answering = choice.serve.clone();
         let function = choice.serve;
         let no_cache = request
@@ -485,7 +485,7 @@ pub(super) async fn v2(
                         let admitted =
                             admit(&host, &function, &function.endpoints, &route, &request)?;
                         answering = host
-                            .choose(&function, &admitted.caller.key(), request.headers())
+                            .choose(&function, &admitted.caller, request.headers())
                             .serve;
                         let function = answering.clone();
                         let body = read_body(request, host.config.max_body_bytes).await?;
