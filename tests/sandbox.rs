@@ -75,6 +75,84 @@ fn a_module_gets_no_capability_and_no_state_from_other_requests() {
 }
 
 #[test]
+fn capabilities_reach_a_module_only_as_far_as_the_spec_grants_them() {
+    let dir = temp_dir("sandbox-grants");
+    let shared = dir.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("note.txt"), "granted").unwrap();
+    let allowed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let grants = format!(
+        "    timeout: 100ms\n    capabilities:\n      env: {{ GREETING: hello }}\n      wall_clock: true\n      read_dirs: {{ {}: /data }}\n      network: [\"{}\"]",
+        shared.display(),
+        allowed.local_addr().unwrap()
+    );
+    let host = TestHost::start(&dir.join("state"));
+    host.deploy(&hostile_spec(&dir, &[("    timeout: 100ms", &grants)]));
+
+    // The variable the spec sets, and nothing of the host's environment.
+    assert_eq!(
+        probe(&host, "/v1/hostile", "env"),
+        json!({ "vars": 1, "args": 0 })
+    );
+    assert_eq!(
+        probe(&host, "/v1/hostile", "var"),
+        json!({ "greeting": "hello" })
+    );
+    // The granted directory, read-only, under the name the spec gives it; nothing else.
+    assert_eq!(
+        probe(&host, "/v1/hostile", "read:/data/note.txt"),
+        json!({ "read": "granted" })
+    );
+    let outside = probe(&host, "/v1/hostile", "read:/etc/hostname");
+    assert!(outside["error"].is_string(), "{outside}");
+    let escape = probe(&host, "/v1/hostile", "read:/data/../../etc/hostname");
+    assert!(escape["error"].is_string(), "{escape}");
+    // The host's wall clock.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let clock = probe(&host, "/v1/hostile", "clock")["unix_seconds"]
+        .as_u64()
+        .unwrap();
+    assert!(clock.abs_diff(now) < 60, "module clock {clock}, host {now}");
+    // The granted address, and no other.
+    let net = probe(
+        &host,
+        "/v1/hostile",
+        &format!("net:{}", allowed.local_addr().unwrap()),
+    );
+    assert_eq!(net["connected"], true, "{net}");
+    let net = probe(
+        &host,
+        "/v1/hostile",
+        &format!("net:{}", refused.local_addr().unwrap()),
+    );
+    assert_eq!(net["connected"], false, "{net}");
+
+    // A granted directory that does not exist is refused at deploy, naming the field.
+    let missing = hostile_spec(
+        &dir,
+        &[
+            ("name: hostile", "name: hostile-missing"),
+            ("route: /v1/hostile", "route: /v1/hostile-missing"),
+            (
+                "    timeout: 100ms",
+                "    timeout: 100ms\n    capabilities:\n      read_dirs: { /nonexistent/aifn: /data }",
+            ),
+        ],
+    );
+    let out = host.cli(&["deploy", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("module.capabilities.read_dirs: cannot open /nonexistent/aifn"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn outputs_are_bounded_and_failures_name_the_function_and_version() {
     let dir = temp_dir("sandbox-output");
     let host = TestHost::start_with(

@@ -26,7 +26,13 @@ fn token_ids_equal_the_reference_tokenizer() {
         max_output_bytes: 64 << 20,
     };
     let module = engine
-        .load(&wasm, "text-embedder-test", "text-embedder@test", limits)
+        .load(
+            &wasm,
+            "text-embedder-test",
+            "text-embedder@test",
+            limits,
+            &Default::default(),
+        )
         .unwrap();
     let mut mismatches = Vec::new();
     let cases = reference();

@@ -29,7 +29,7 @@ fn main() {
     };
     let started = Instant::now();
     let module = engine
-        .load(&wasm, "bench", "bench", limits)
+        .load(&wasm, "bench", "bench", limits, &Default::default())
         .expect("module");
     println!("compile_ms={:.1}", started.elapsed().as_secs_f64() * 1e3);
 

@@ -8,6 +8,7 @@
 
 mod convert;
 
+use aifn_spec::Capabilities;
 use aifn_tensor::Tensor;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
 };
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// Rust bindings of the WIT world, generated at build time.
 mod bindings {
@@ -67,6 +68,8 @@ pub enum LoadError {
     WrongWorld(anyhow::Error),
     #[error("compiling the module failed: {0:#}")]
     Compile(anyhow::Error),
+    #[error("module.capabilities.read_dirs: cannot open {0}: {1}")]
+    ReadDir(String, std::io::Error),
 }
 
 /// Limits applied to every call of one module.
@@ -224,7 +227,14 @@ impl GuestEngine {
         digest: &str,
         tag: &str,
         limits: CallLimits,
+        capabilities: &Capabilities,
     ) -> Result<GuestModule, LoadError> {
+        // A granted directory must exist now, not fail every request later.
+        for (host, _) in &capabilities.read_dirs {
+            if let Err(e) = std::fs::read_dir(host) {
+                return Err(LoadError::ReadDir(host.clone(), e));
+            }
+        }
         match wasm.get(0..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::NotAComponent),
             Some([0, b'a', b's', b'm', ..]) => {}
@@ -243,6 +253,7 @@ impl GuestEngine {
             pre,
             tag: Arc::from(tag),
             limits,
+            capabilities: Arc::new(capabilities.clone()),
         })
     }
 
@@ -319,6 +330,7 @@ pub struct GuestModule {
     pre: FunctionPre<CallState>,
     tag: Arc<str>,
     limits: CallLimits,
+    capabilities: Arc<Capabilities>,
 }
 
 /// The HTTP request as the module sees it.
@@ -355,9 +367,7 @@ impl GuestModule {
     /// A fresh instance for one request.
     pub fn start(&self) -> Result<GuestCall<'_>, GuestError> {
         let state = CallState {
-            // No capability is granted: no preopened directory, no environment or arguments, no
-            // network (WASI's default), and a wall clock stopped at the Unix epoch.
-            wasi: WasiCtx::builder().wall_clock(StoppedWallClock).build(),
+            wasi: self.wasi_context()?,
             table: ResourceTable::new(),
             limits: CallLimiter {
                 memory_bytes: usize::try_from(self.limits.memory_bytes).unwrap_or(usize::MAX),
@@ -379,6 +389,48 @@ impl GuestModule {
             instance,
             request: None,
         })
+    }
+
+    /// WASI as the spec's `module.capabilities` grant it. By default nothing is: no preopened
+    /// directory, no environment or arguments, no socket address (WASI's default), and a wall clock
+    /// stopped at the Unix epoch.
+    fn wasi_context(&self) -> Result<WasiCtx, GuestError> {
+        let granted = &*self.capabilities;
+        let mut wasi = WasiCtxBuilder::new();
+        if !granted.wall_clock {
+            wasi.wall_clock(StoppedWallClock);
+        }
+        for (name, value) in &granted.env {
+            wasi.env(name, value);
+        }
+        for (host, guest) in &granted.read_dirs {
+            wasi.preopened_dir(host, guest, FsPerms::ReadOnly)
+                .map_err(|e| GuestError::Instantiate(format!("opening {host}: {e:#}")))?;
+        }
+        let network = !granted.network.is_empty();
+        wasi.allow_tcp(network).allow_udp(network);
+        if network {
+            let allowed = self.capabilities.clone();
+            // Name lookup stays on: languages resolve even `127.0.0.1:80` through it, and what a
+            // name resolves to is still checked against the granted addresses.
+            wasi.allow_ip_name_lookup(true)
+                .socket_addr_check(move |address, used| {
+                    use wasmtime_wasi::sockets::SocketAddrUse;
+                    let allowed = match used {
+                        // The implicit bind of a connecting socket: any local port.
+                        SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+                            address.ip().is_unspecified() && address.port() == 0
+                        }
+                        SocketAddrUse::TcpConnect
+                        | SocketAddrUse::UdpSend
+                        | SocketAddrUse::UdpReceive => allowed.network.contains(&address),
+                        // Listening for or accepting connections is never granted.
+                        SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => false,
+                    };
+                    Box::pin(async move { allowed })
+                });
+        }
+        Ok(wasi.build())
     }
 
     /// Gives the next step (instantiation, preprocess or postprocess) the module's full deadline;

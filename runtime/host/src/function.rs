@@ -125,11 +125,9 @@ impl LoadedFunction {
         let module = match &record.module {
             Some(artifact) => {
                 let wasm = store.read_blob(&artifact.digest)?;
+                let module_spec = spec.spec.module.as_ref();
                 let limits = CallLimits {
-                    timeout: spec
-                        .spec
-                        .module
-                        .as_ref()
+                    timeout: module_spec
                         .and_then(|m| m.timeout)
                         .map_or(config.module_timeout, |t| t.0),
                     memory_bytes: spec
@@ -140,7 +138,10 @@ impl LoadedFunction {
                     max_output_bytes: config.max_module_output_bytes,
                 };
                 let tag = format!("{}@v{}", record.name, record.version);
-                Some(guest.load(&wasm, artifact.digest.hex(), &tag, limits)?)
+                let capabilities = module_spec
+                    .map(|m| m.capabilities.clone())
+                    .unwrap_or_default();
+                Some(guest.load(&wasm, artifact.digest.hex(), &tag, limits, &capabilities)?)
             }
             None => None,
         };

@@ -229,6 +229,79 @@ pub struct ModuleSpec {
     pub path: String,
     /// How long one preprocess or postprocess call may run before it is stopped.
     pub timeout: Option<HumanDuration>,
+    /// How `aifn build` makes `path` from source.
+    pub build: Option<ModuleBuild>,
+    /// What the sandbox lets the module reach; nothing unless granted here.
+    pub capabilities: Capabilities,
+}
+
+/// `module.build`: the module's language and source, relative to the spec file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleBuild {
+    pub language: Language,
+    /// The entry source file; for Rust, the crate's directory (with its `Cargo.toml`).
+    pub source: String,
+}
+
+/// The languages the SDKs (`sdk/`) support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Rust,
+    C,
+    Python,
+    Zig,
+    AssemblyScript,
+}
+
+impl Language {
+    pub const ALL: [Language; 5] = [
+        Language::Rust,
+        Language::C,
+        Language::Python,
+        Language::Zig,
+        Language::AssemblyScript,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Language::Rust => "rust",
+            Language::C => "c",
+            Language::Python => "python",
+            Language::Zig => "zig",
+            Language::AssemblyScript => "assemblyscript",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Language> {
+        Language::ALL.into_iter().find(|l| l.name() == text)
+    }
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `module.capabilities`: WASI access granted to the module. The default grants nothing: no
+/// environment, no files, no network, and a wall clock stopped at the Unix epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Environment variables the module sees, with the values given here (never the host's).
+    pub env: Vec<(String, String)>,
+    /// The host's real wall clock.
+    pub wall_clock: bool,
+    /// Host directories the module may read: (directory on the host, path the module sees).
+    pub read_dirs: Vec<(String, String)>,
+    /// Addresses (`ip:port`) the module may open TCP or UDP connections to.
+    pub network: Vec<std::net::SocketAddr>,
+}
+
+impl Capabilities {
+    pub fn none(&self) -> bool {
+        *self == Capabilities::default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -985,25 +985,125 @@ impl Checker {
     }
 
     fn module(&mut self, node: &Node) -> Option<ModuleSpec> {
-        let f = self.fields(node, "spec.module", &["path", "timeout"])?;
+        let f = self.fields(
+            node,
+            "spec.module",
+            &["path", "timeout", "build", "capabilities"],
+        )?;
         let path = self
             .required(&f, "path")
             .and_then(|n| self.file_path(n, "spec.module.path"));
-        let timeout: Option<Option<HumanDuration>> = match f.get("timeout") {
-            Some(n) => self
-                .parsed(
-                    n,
-                    "spec.module.timeout",
-                    "a duration like `100ms`",
-                    parse_duration,
-                )
-                .map(Some),
-            None => Some(None),
-        };
+        let timeout = self.optional(&f, "timeout", |c, n, p| {
+            c.parsed(n, p, "a duration like `100ms`", parse_duration)
+        });
+        let build = self.optional(&f, "build", |c, n, p| c.module_build(n, p));
+        let capabilities = self.optional(&f, "capabilities", |c, n, p| c.capabilities(n, p));
         Some(ModuleSpec {
             path: path?,
             timeout: timeout?,
+            build: build?,
+            capabilities: capabilities?.unwrap_or_default(),
         })
+    }
+
+    fn module_build(&mut self, node: &Node, path: &str) -> Option<ModuleBuild> {
+        let f = self.fields(node, path, &["language", "source"])?;
+        let language = self.required(&f, "language").and_then(|n| {
+            let p = f.child("language");
+            let text = self.string(n, &p)?;
+            Language::parse(&text)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = Language::ALL.iter().map(|l| l.name()).collect();
+                    self.error(
+                        &p,
+                        n.pos,
+                        format!(
+                            "unknown language `{text}`; expected one of: {}",
+                            known.join(", ")
+                        ),
+                    )
+                })
+                .ok()
+        });
+        let source = self
+            .required(&f, "source")
+            .and_then(|n| self.file_path(n, &f.child("source")));
+        Some(ModuleBuild {
+            language: language?,
+            source: source?,
+        })
+    }
+
+    fn capabilities(&mut self, node: &Node, path: &str) -> Option<Capabilities> {
+        let f = self.fields(node, path, &["env", "wall_clock", "read_dirs", "network"])?;
+        let env = self.optional(&f, "env", |c, n, p| c.string_map(n, p));
+        let wall_clock = self.optional(&f, "wall_clock", |c, n, p| c.boolean(n, p));
+        let read_dirs = self.optional(&f, "read_dirs", |c, n, p| {
+            let dirs = c.string_map(n, p)?;
+            let mut ok = true;
+            for (host, guest) in &dirs {
+                if !host.starts_with('/') || !guest.starts_with('/') {
+                    c.error(
+                        &format!("{p}.{host}"),
+                        n.pos,
+                        "maps an absolute host directory to an absolute path the module sees",
+                    );
+                    ok = false;
+                }
+            }
+            ok.then_some(dirs)
+        });
+        let network = self.optional(&f, "network", |c, n, p| {
+            let NodeKind::Seq(items) = &n.kind else {
+                c.error(
+                    p,
+                    n.pos,
+                    format!("expected a list of `ip:port`, found {}", n.describe()),
+                );
+                return None;
+            };
+            let mut addresses = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let item_path = format!("{p}[{i}]");
+                let text = c.string(item, &item_path)?;
+                match text.parse::<std::net::SocketAddr>() {
+                    Ok(address) => addresses.push(address),
+                    Err(_) => {
+                        c.error(
+                            &item_path,
+                            item.pos,
+                            format!("`{text}` is not an address like `127.0.0.1:9000`"),
+                        );
+                        return None;
+                    }
+                }
+            }
+            Some(addresses)
+        });
+        Some(Capabilities {
+            env: env?.unwrap_or_default(),
+            wall_clock: wall_clock?.unwrap_or(false),
+            read_dirs: read_dirs?.unwrap_or_default(),
+            network: network?.unwrap_or_default(),
+        })
+    }
+
+    /// A mapping of string keys to string values, in the order written.
+    fn string_map(&mut self, node: &Node, path: &str) -> Option<Vec<(String, String)>> {
+        let NodeKind::Map(entries) = &node.kind else {
+            self.error(
+                path,
+                node.pos,
+                format!("expected a mapping, found {}", node.describe()),
+            );
+            return None;
+        };
+        let mut pairs = Vec::new();
+        for (key, value) in entries {
+            let value = self.string(value, &format!("{path}.{}", key.name))?;
+            pairs.push((key.name.clone(), value));
+        }
+        Some(pairs)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Misbehaves on request, so tests can check the host contains it. The request body says how:
 //! `loop` spins forever, `trap` panics, `oom` allocates until refused, `big` answers with 8 MiB;
-//! `env`, `fs`, `net:HOST:PORT`, `clock` and `state` probe what the sandbox lets through and answer
-//! with what they found; anything else gives the churn model a valid `features` tensor.
+//! `env`, `var` (GREETING), `fs`, `read:PATH`, `net:HOST:PORT`, `clock` and `state` probe what the
+//! sandbox lets through and answer with what they found; anything else gives the churn model a valid
+//! `features` tensor.
 
 use aifn_sdk::{Error, Function, Request, Response, Tensor};
 use std::cell::RefCell;
@@ -57,6 +58,14 @@ fn probe(body: &[u8]) -> Option<String> {
             format!("{{\"unix_seconds\":{since_epoch}}}")
         }
         "state" => format!("{{\"calls\":{}}}", CALLS.load(Ordering::Relaxed)),
+        other if other.starts_with("read:") => match std::fs::read_to_string(&other[5..]) {
+            Ok(text) => format!("{{\"read\":{}}}", quoted(&text)),
+            Err(e) => format!("{{\"error\":{}}}", quoted(&e.to_string())),
+        },
+        "var" => format!(
+            "{{\"greeting\":{}}}",
+            quoted(&std::env::var("GREETING").unwrap_or_default())
+        ),
         other => {
             let address = other.strip_prefix("net:")?;
             match std::net::TcpStream::connect(address) {
