@@ -1,5 +1,6 @@
 //! `aifn`: run a host, and deploy and manage functions on it.
 
+mod build;
 mod bundle;
 mod client;
 
@@ -38,6 +39,26 @@ enum Command {
         specs: Vec<PathBuf>,
         #[command(flatten)]
         serve: ServeArgs,
+    },
+    /// Write a new function from a template: spec, model, and a module in LANG that builds and
+    /// deploys as written.
+    New {
+        /// rust, c, python, zig or assemblyscript.
+        #[arg(long = "lang", value_parser = parse_language)]
+        language: aifn_spec::Language,
+        name: String,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Compile a function's module from source (the spec's `module.build`) with its language's
+    /// toolchain; says what is missing and how to install it.
+    Build {
+        #[arg(default_value = "function.yaml")]
+        spec: PathBuf,
+        /// Build even when the module is up to date.
+        #[arg(long)]
+        force: bool,
     },
     /// Check specs and print every error with its line and column.
     Validate {
@@ -283,10 +304,42 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_language(text: &str) -> Result<aifn_spec::Language, String> {
+    aifn_spec::Language::parse(text).ok_or_else(|| {
+        let known: Vec<&str> = aifn_spec::Language::ALL.iter().map(|l| l.name()).collect();
+        format!("expected one of: {}", known.join(", "))
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args, Vec::new()),
         Command::Up { specs, serve: args } => serve(args, specs),
+        Command::New {
+            language,
+            name,
+            dir,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let spec = build::new_function(language, &name, &dir)?;
+            println!("wrote a {language} function in {}", dir.display());
+            println!(
+                "  aifn deploy {}   # builds the module, then deploys",
+                spec.display()
+            );
+            println!("  curl -d 'hello world' http://127.0.0.1:8080/v1/{name}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build { spec, force } => {
+            match build::build(&spec, force)? {
+                build::Outcome::NothingToBuild => {
+                    println!("{}: no spec.module.build, nothing to build", spec.display())
+                }
+                build::Outcome::UpToDate(wasm) => println!("{} is up to date", wasm.display()),
+                build::Outcome::Compiled => {}
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { specs, print } => validate(&specs, print),
         Command::Deploy {
             spec,
@@ -296,6 +349,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             reason,
             remote,
         } => {
+            build::build(&spec, false)?;
             let bundle = Bundle::load(&spec)?;
             let client = remote.client()?;
             let strategy = [
@@ -575,7 +629,7 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     // Read every spec before starting, so a typo fails fast.
     let bundles = specs
         .iter()
-        .map(|p| Bundle::load(p))
+        .map(|p| build::build(p, false).and_then(|_| Bundle::load(p)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut config = HostConfig::new(
         args.listen,

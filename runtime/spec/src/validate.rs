@@ -1118,7 +1118,7 @@ fn route_position(endpoint: &Node) -> Option<Pos> {
 }
 
 /// Function names are DNS labels so they can appear in URLs, metrics and file names unescaped.
-fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), String> {
     let valid_chars = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
