@@ -137,6 +137,7 @@ fn every_language_gives_the_same_tensors_for_every_case() {
                 &format!("conformance@{name}"),
                 limits,
                 &Default::default(),
+                Default::default(),
             )
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         for case in &cases {

@@ -75,6 +75,38 @@ fn a_module_gets_no_capability_and_no_state_from_other_requests() {
 }
 
 #[test]
+fn instances_are_reused_only_when_the_spec_allows_and_never_after_a_trap() {
+    let dir = temp_dir("sandbox-reuse");
+    let host = TestHost::start(&dir.join("state"));
+    let spec = hostile_spec(
+        &dir,
+        &[
+            (
+                "    timeout: 100ms",
+                "    timeout: 100ms\n    isolation: instance",
+            ),
+            ("min_replicas: 2", "min_replicas: 1"),
+            ("max_replicas: 8", "max_replicas: 1"),
+        ],
+    );
+    host.deploy(&spec);
+    // One replica, requests one after another: the same instance serves them all.
+    for calls in 1..=3 {
+        assert_eq!(
+            probe(&host, "/v1/hostile", "state"),
+            json!({ "calls": calls })
+        );
+    }
+    // A trapped instance is thrown away: the next request starts afresh.
+    assert_eq!(host.post("/v1/hostile", "trap").status, 500);
+    assert_eq!(probe(&host, "/v1/hostile", "state"), json!({ "calls": 1 }));
+    // So is one stopped at its deadline.
+    assert_eq!(probe(&host, "/v1/hostile", "state"), json!({ "calls": 2 }));
+    assert_eq!(host.post("/v1/hostile", "loop").status, 504);
+    assert_eq!(probe(&host, "/v1/hostile", "state"), json!({ "calls": 1 }));
+}
+
+#[test]
 fn capabilities_reach_a_module_only_as_far_as_the_spec_grants_them() {
     let dir = temp_dir("sandbox-grants");
     let shared = dir.join("shared");

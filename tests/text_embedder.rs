@@ -32,6 +32,7 @@ fn token_ids_equal_the_reference_tokenizer() {
             "text-embedder@test",
             limits,
             &Default::default(),
+            Default::default(),
         )
         .unwrap();
     let mut mismatches = Vec::new();

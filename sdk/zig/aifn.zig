@@ -20,7 +20,47 @@
 const std = @import("std");
 
 /// Allocates from the instance's linear memory; everything is dropped with the instance.
-pub const allocator = std.heap.wasm_allocator;
+pub const allocator: std.mem.Allocator = .{ .ptr = undefined, .vtable = &Bump.vtable };
+
+/// A bump allocator at the end of linear memory. An instance lives for one request, so nothing is
+/// freed (a resize in place at the top is the one reuse); memory grows in 64 KiB steps or more, so
+/// a request rarely grows it more than once (each growth is a call into the host).
+const Bump = struct {
+    var next: usize = 0;
+    var end: usize = 0;
+
+    const vtable: std.mem.Allocator.VTable = .{ .alloc = alloc, .resize = resize, .remap = remap, .free = free };
+    const page = 64 * 1024;
+
+    fn alloc(_: *anyopaque, len: usize, alignment: std.mem.Alignment, _: usize) ?[*]u8 {
+        if (end == 0) {
+            end = @wasmMemorySize(0) * page;
+            next = end;
+        }
+        const start = alignment.forward(next);
+        if (start + len > end) {
+            const pages = @max((start + len - end + page - 1) / page, 4);
+            if (@wasmMemoryGrow(0, pages) < 0) return null;
+            end += pages * page;
+        }
+        next = start + len;
+        return @ptrFromInt(start);
+    }
+
+    fn resize(_: *anyopaque, memory: []u8, _: std.mem.Alignment, new_len: usize, _: usize) bool {
+        if (new_len <= memory.len) return true;
+        // Only the latest allocation can grow in place.
+        if (@intFromPtr(memory.ptr) + memory.len != next or @intFromPtr(memory.ptr) + new_len > end) return false;
+        next = @intFromPtr(memory.ptr) + new_len;
+        return true;
+    }
+
+    fn remap(ctx: *anyopaque, memory: []u8, alignment: std.mem.Alignment, new_len: usize, ret: usize) ?[*]u8 {
+        return if (resize(ctx, memory, alignment, new_len, ret)) memory.ptr else null;
+    }
+
+    fn free(_: *anyopaque, _: []u8, _: std.mem.Alignment, _: usize) void {}
+};
 
 // ---- what the user sees ----
 

@@ -234,6 +234,14 @@ pub fn new_function(language: Language, name: &str, dir: &Path) -> anyhow::Resul
             .replace("{{source}}", source)
             .replace("{{wasm}}", &wasm)
             .replace("{{memory}}", memory)
+            .replace(
+                "{{isolation}}",
+                if language == Language::Python {
+                    "instance"
+                } else {
+                    "request"
+                },
+            )
             .replace("{{sdk}}", &sdk.display().to_string())
     };
     let mut written = Vec::new();

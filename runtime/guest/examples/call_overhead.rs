@@ -1,8 +1,12 @@
 //! Per-request cost of a module: instantiate (fresh sandbox), preprocess, and both together.
 //!
-//! cargo run --release -p aifn-guest --example call_overhead -- MODULE.wasm BODY [ITERATIONS]
+//! cargo run --release -p aifn-guest --example call_overhead -- MODULE.wasm BODY [ITERATIONS] [request|instance]
+//!
+//! The last argument is the module's isolation: `request` (default) instantiates afresh for every
+//! call; `instance` reuses instances, so "instantiate" is then taking an idle one.
 
 use aifn_guest::{CallLimits, GuestEngine, GuestRequest};
+use aifn_spec::Isolation;
 use std::time::{Duration, Instant};
 
 fn percentile(mut micros: Vec<f64>, q: f64) -> f64 {
@@ -13,7 +17,7 @@ fn percentile(mut micros: Vec<f64>, q: f64) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: call_overhead MODULE.wasm BODY [ITERATIONS]");
+        eprintln!("usage: call_overhead MODULE.wasm BODY [ITERATIONS] [request|instance]");
         std::process::exit(2);
     }
     let wasm = std::fs::read(&args[1]).expect("module file");
@@ -21,6 +25,11 @@ fn main() {
     let iterations: usize = args
         .get(3)
         .map_or(20_000, |n| n.parse().expect("ITERATIONS"));
+    let isolation = match args.get(4).map(String::as_str) {
+        None | Some("request") => Isolation::Request,
+        Some("instance") => Isolation::Instance,
+        Some(other) => panic!("isolation `{other}`: expected request or instance"),
+    };
     let engine = GuestEngine::new(None).expect("engine");
     let limits = CallLimits {
         timeout: Duration::from_secs(1),
@@ -29,7 +38,14 @@ fn main() {
     };
     let started = Instant::now();
     let module = engine
-        .load(&wasm, "bench", "bench", limits, &Default::default())
+        .load(
+            &wasm,
+            "bench",
+            "bench",
+            limits,
+            &Default::default(),
+            isolation,
+        )
         .expect("module");
     println!("compile_ms={:.1}", started.elapsed().as_secs_f64() * 1e3);
 

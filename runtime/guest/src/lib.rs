@@ -8,12 +8,12 @@
 
 mod convert;
 
-use aifn_spec::Capabilities;
+use aifn_spec::{Capabilities, Isolation};
 use aifn_tensor::Tensor;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
@@ -228,6 +228,7 @@ impl GuestEngine {
         tag: &str,
         limits: CallLimits,
         capabilities: &Capabilities,
+        isolation: Isolation,
     ) -> Result<GuestModule, LoadError> {
         // A granted directory must exist now, not fail every request later.
         for (host, _) in &capabilities.read_dirs {
@@ -254,6 +255,7 @@ impl GuestEngine {
             tag: Arc::from(tag),
             limits,
             capabilities: Arc::new(capabilities.clone()),
+            idle: (isolation == Isolation::Instance).then(Default::default),
         })
     }
 
@@ -331,7 +333,22 @@ pub struct GuestModule {
     tag: Arc<str>,
     limits: CallLimits,
     capabilities: Arc<Capabilities>,
+    /// Instances between requests, when the spec's `module.isolation` allows reuse.
+    idle: Option<Arc<Mutex<Vec<Live>>>>,
 }
+
+/// An instance and its store.
+struct Live {
+    store: Store<CallState>,
+    instance: Function,
+    /// Requests it has served.
+    served: u32,
+}
+
+/// Requests one reused instance serves before it is replaced (bounding what state can pile up).
+const MAX_REQUESTS_PER_INSTANCE: u32 = 1000;
+/// Instances kept between requests, per module.
+const MAX_IDLE_INSTANCES: usize = 64;
 
 /// The HTTP request as the module sees it.
 pub struct GuestRequest<'a> {
@@ -364,8 +381,29 @@ pub struct GuestResponse {
 }
 
 impl GuestModule {
-    /// A fresh instance for one request.
+    /// An instance for one request: a fresh one, or (when the spec allows reuse) one that finished
+    /// an earlier request cleanly.
     pub fn start(&self) -> Result<GuestCall<'_>, GuestError> {
+        let reused = self
+            .idle
+            .as_ref()
+            .and_then(|idle| idle.lock().unwrap().pop());
+        let live = match reused {
+            Some(mut live) => {
+                live.store.data_mut().limits.memory_refused = false;
+                live
+            }
+            None => self.instantiate()?,
+        };
+        Ok(GuestCall {
+            module: self,
+            live: Some(live),
+            request: None,
+            healthy: true,
+        })
+    }
+
+    fn instantiate(&self) -> Result<Live, GuestError> {
         let state = CallState {
             wasi: self.wasi_context()?,
             table: ResourceTable::new(),
@@ -383,11 +421,10 @@ impl GuestModule {
             Ok(instance) => instance,
             Err(e) => return Err(self.classify(e, &store, GuestError::Instantiate)),
         };
-        Ok(GuestCall {
-            module: self,
+        Ok(Live {
             store,
             instance,
-            request: None,
+            served: 0,
         })
     }
 
@@ -464,15 +501,49 @@ impl GuestModule {
 }
 
 /// One request's instance of a module. Preprocess and postprocess of a request share it, so a module
-/// may carry state from one to the other; nothing outlives the request.
+/// may carry state from one to the other; unless the spec allows reuse, nothing outlives the request.
 pub struct GuestCall<'m> {
     module: &'m GuestModule,
-    store: Store<CallState>,
-    instance: Function,
+    /// Always `Some` until dropped.
+    live: Option<Live>,
     request: Option<wit::Request>,
+    /// False after a trap, a deadline or running out of memory: such an instance is never reused.
+    healthy: bool,
+}
+
+impl Drop for GuestCall<'_> {
+    fn drop(&mut self) {
+        let (Some(idle), Some(mut live)) = (&self.module.idle, self.live.take()) else {
+            return;
+        };
+        live.served += 1;
+        if self.healthy && live.served < MAX_REQUESTS_PER_INSTANCE {
+            let mut idle = idle.lock().unwrap();
+            if idle.len() < MAX_IDLE_INSTANCES {
+                idle.push(live);
+            }
+        }
+    }
 }
 
 impl GuestCall<'_> {
+    /// Runs one export under the module's deadline; a trap marks the instance unfit for reuse.
+    fn run<T>(
+        &mut self,
+        call: impl FnOnce(&Function, &mut Store<CallState>) -> wasmtime::Result<T>,
+    ) -> Result<T, GuestError> {
+        let module = self.module;
+        let live = self
+            .live
+            .as_mut()
+            .expect("an instance until the call is dropped");
+        module.arm_deadline(&mut live.store);
+        let result = call(&live.instance, &mut live.store)
+            .map_err(|e| module.classify(e, &live.store, GuestError::Trap));
+        self.healthy &= result.is_ok();
+        result
+    }
+
     pub fn preprocess(&mut self, request: GuestRequest<'_>) -> Result<Vec<Tensor>, GuestError> {
         let request = wit::Request {
             route: request.route.to_string(),
@@ -480,11 +551,7 @@ impl GuestCall<'_> {
             headers: request.headers,
             body: request.body.to_vec(),
         };
-        self.module.arm_deadline(&mut self.store);
-        let result = self
-            .instance
-            .call_preprocess(&mut self.store, &request)
-            .map_err(|e| self.module.classify(e, &self.store, GuestError::Trap))?;
+        let result = self.run(|instance, store| instance.call_preprocess(store, &request))?;
         self.request = Some(request);
         let tensors = result.map_err(guest_error)?;
         convert::tensors_from_guest(tensors, self.module.limits.max_output_bytes)
@@ -496,11 +563,8 @@ impl GuestCall<'_> {
             GuestError::InvalidOutput("postprocess called before preprocess".into())
         })?;
         let outputs = convert::tensors_to_guest(outputs);
-        self.module.arm_deadline(&mut self.store);
-        let result = self
-            .instance
-            .call_postprocess(&mut self.store, &request, &outputs)
-            .map_err(|e| self.module.classify(e, &self.store, GuestError::Trap))?;
+        let result =
+            self.run(|instance, store| instance.call_postprocess(store, &request, &outputs))?;
         let response = result.map_err(guest_error)?;
         if let Some(r) = &response {
             if r.body.len() > self.module.limits.max_output_bytes {

@@ -141,7 +141,15 @@ impl LoadedFunction {
                 let capabilities = module_spec
                     .map(|m| m.capabilities.clone())
                     .unwrap_or_default();
-                Some(guest.load(&wasm, artifact.digest.hex(), &tag, limits, &capabilities)?)
+                let isolation = module_spec.map(|m| m.isolation).unwrap_or_default();
+                Some(guest.load(
+                    &wasm,
+                    artifact.digest.hex(),
+                    &tag,
+                    limits,
+                    &capabilities,
+                    isolation,
+                )?)
             }
             None => None,
         };

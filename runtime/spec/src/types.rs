@@ -233,6 +233,20 @@ pub struct ModuleSpec {
     pub build: Option<ModuleBuild>,
     /// What the sandbox lets the module reach; nothing unless granted here.
     pub capabilities: Capabilities,
+    /// Whether an instance serves one request or many.
+    pub isolation: Isolation,
+}
+
+/// `module.isolation`: what a request may see of earlier ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// A fresh instance per request: nothing carries over (the default).
+    #[default]
+    Request,
+    /// Instances are reused for later requests (up to a limit, and never after a trap): for
+    /// languages whose start-up is heavy (Python). Module state can carry over between requests.
+    Instance,
 }
 
 /// `module.build`: the module's language and source, relative to the spec file.

@@ -988,7 +988,7 @@ impl Checker {
         let f = self.fields(
             node,
             "spec.module",
-            &["path", "timeout", "build", "capabilities"],
+            &["path", "timeout", "build", "capabilities", "isolation"],
         )?;
         let path = self
             .required(&f, "path")
@@ -998,11 +998,27 @@ impl Checker {
         });
         let build = self.optional(&f, "build", |c, n, p| c.module_build(n, p));
         let capabilities = self.optional(&f, "capabilities", |c, n, p| c.capabilities(n, p));
+        let isolation = self.optional(&f, "isolation", |c, n, p| {
+            let text = c.string(n, p)?;
+            match text.as_str() {
+                "request" => Some(Isolation::Request),
+                "instance" => Some(Isolation::Instance),
+                _ => {
+                    c.error(
+                        p,
+                        n.pos,
+                        format!("unknown isolation `{text}`; expected request or instance"),
+                    );
+                    None
+                }
+            }
+        });
         Some(ModuleSpec {
             path: path?,
             timeout: timeout?,
             build: build?,
             capabilities: capabilities?.unwrap_or_default(),
+            isolation: isolation?.unwrap_or_default(),
         })
     }
 
