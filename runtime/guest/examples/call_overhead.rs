@@ -49,6 +49,31 @@ fn main() {
         .expect("module");
     println!("compile_ms={:.1}", started.elapsed().as_secs_f64() * 1e3);
 
+    // What a restart costs: the compiled artifact is cached by digest and read back.
+    let cache = std::env::temp_dir().join(format!("aifn-call-overhead-{}", std::process::id()));
+    let load_cached = || {
+        GuestEngine::new(Some(cache.clone()))
+            .expect("engine")
+            .load(
+                &wasm,
+                "bench",
+                "bench",
+                limits,
+                &Default::default(),
+                isolation,
+            )
+            .map(|_| ())
+            .expect("module")
+    };
+    load_cached(); // compiles and writes the cache
+    let started = Instant::now();
+    load_cached();
+    println!(
+        "cached_load_ms={:.1}",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+
     // `call` below covers preprocess and tearing the instance down.
     let (mut instantiate, mut call) = (Vec::new(), Vec::new());
     for i in 0..iterations + 1000 {
