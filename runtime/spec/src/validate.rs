@@ -61,16 +61,24 @@ impl Checker {
         });
     }
 
+    /// The entries of a mapping, or an error naming what `node` is instead.
+    fn mapping<'a>(&mut self, node: &'a Node, path: &str) -> Option<&'a [(Key, Node)]> {
+        match &node.kind {
+            NodeKind::Map(entries) => Some(entries),
+            _ => {
+                self.error(
+                    path,
+                    node.pos,
+                    format!("expected a mapping, found {}", node.describe()),
+                );
+                None
+            }
+        }
+    }
+
     /// Checks that `node` is a mapping whose keys are all in `allowed`, each at most once.
     fn fields<'a>(&mut self, node: &'a Node, path: &str, allowed: &[&str]) -> Option<Fields<'a>> {
-        let NodeKind::Map(entries) = &node.kind else {
-            self.error(
-                path,
-                node.pos,
-                format!("expected a mapping, found {}", node.describe()),
-            );
-            return None;
-        };
+        let entries = self.mapping(node, path)?;
         let mut seen = HashSet::new();
         for (key, _) in entries {
             let key_path = if path.is_empty() {
@@ -1106,14 +1114,7 @@ impl Checker {
 
     /// A mapping of string keys to string values, in the order written.
     fn string_map(&mut self, node: &Node, path: &str) -> Option<Vec<(String, String)>> {
-        let NodeKind::Map(entries) = &node.kind else {
-            self.error(
-                path,
-                node.pos,
-                format!("expected a mapping, found {}", node.describe()),
-            );
-            return None;
-        };
+        let entries = self.mapping(node, path)?;
         let mut pairs = Vec::new();
         for (key, value) in entries {
             let value = self.string(value, &format!("{path}.{}", key.name))?;
