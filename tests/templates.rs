@@ -67,6 +67,17 @@ fn every_language_template_builds_deploys_and_answers() {
         let out = host.cli(&["deploy", spec.to_str().unwrap()]);
         assert!(out.status.success());
         assert!(!String::from_utf8_lossy(&out.stderr).contains("building the module"));
+        // `aifn build` in the function's directory reads ./function.yaml.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_aifn"))
+            .arg("build")
+            .current_dir(&function)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("is up to date"),
+            "{language}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if language == "c" {
             let source = function.join("src/main.c");
             std::thread::sleep(std::time::Duration::from_millis(20));

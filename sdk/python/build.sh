@@ -24,9 +24,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # componentize-py exports the class `WitWorld` of the module it is given: a generated entry module.
 cat > "$work/aifn_entry.py" <<PY
+import importlib
 import aifn._world
-import $module
-WitWorld = aifn._world.world_of($module)
+WitWorld = aifn._world.world_of(importlib.import_module("$module"))
 PY
 "$componentize" -d "$sdk/../../spec/wit" -w function componentize \
   -p "$work" -p "$sdk" -p "$app_dir" aifn_entry -o "$out" > /dev/null

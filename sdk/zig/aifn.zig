@@ -16,18 +16,24 @@
 //! Build with `sdk/zig/build.sh OUT.wasm main.zig`. This file implements the component model's
 //! canonical ABI for the `aifn:function` world (spec/wit/function.wit) by hand, so the module needs
 //! no libc and no WASI: it is a freestanding wasm32 core module that `wasm-tools` wraps into a
-//! component. Every request gets a fresh instance, so nothing allocated needs freeing.
+//! component. Nothing allocated needs freeing: what a request allocates is reclaimed when it ends.
 const std = @import("std");
 
 /// Allocates from the instance's linear memory; everything is dropped with the instance.
 pub const allocator: std.mem.Allocator = .{ .ptr = undefined, .vtable = &Bump.vtable };
 
-/// A bump allocator at the end of linear memory. An instance lives for one request, so nothing is
-/// freed (a resize in place at the top is the one reuse); memory grows in 64 KiB steps or more, so
-/// a request rarely grows it more than once (each growth is a call into the host).
+/// A bump allocator at the end of linear memory. Nothing is freed one by one (a resize in place at
+/// the top is the one reuse): all a request allocated is reclaimed when it ends, so keep nothing
+/// from `allocator` in globals across requests. Memory grows in 64 KiB steps or more, so a request
+/// rarely grows it more than once (each growth is a call into the host).
 const Bump = struct {
+    var base: usize = 0;
     var next: usize = 0;
     var end: usize = 0;
+
+    fn reset() void {
+        next = base;
+    }
 
     const vtable: std.mem.Allocator.VTable = .{ .alloc = alloc, .resize = resize, .remap = remap, .free = free };
     const page = 64 * 1024;
@@ -35,6 +41,7 @@ const Bump = struct {
     fn alloc(_: *anyopaque, len: usize, alignment: std.mem.Alignment, _: usize) ?[*]u8 {
         if (end == 0) {
             end = @wasmMemorySize(0) * page;
+            base = end;
             next = end;
         }
         const start = alignment.forward(next);
@@ -128,7 +135,7 @@ pub const Tensors = struct {
         const tensor = WitTensor{
             .name = try WitList(u8).copy(name),
             .shape = try WitList(u32).copy(shape),
-            .data = .{ .tag = @intFromEnum(dtype), .ptr = @intFromPtr(copy.ptr), .len = copy.len },
+            .data = .{ .tag = @intFromEnum(dtype), .ptr = address(copy.ptr, copy.len), .len = copy.len },
         };
         const grown = try allocator.realloc(self.items, self.items.len + 1);
         grown[grown.len - 1] = tensor;
@@ -191,11 +198,22 @@ fn WitList(comptime T: type) type {
             return @as([*]const T, @ptrFromInt(self.ptr))[0..self.len];
         }
 
+        /// A view of `items`. The host checks that every list lies inside memory, even an empty
+        /// one, and Zig gives empty slices an address far outside it: those point at `anchor`.
+        fn of(items: []const T) @This() {
+            return .{ .ptr = address(items.ptr, items.len), .len = items.len };
+        }
+
         fn copy(items: []const T) Error!@This() {
-            const owned = try allocator.dupe(T, items);
-            return .{ .ptr = @intFromPtr(owned.ptr), .len = owned.len };
+            return of(try allocator.dupe(T, items));
         }
     };
+}
+
+var anchor: u64 = 0;
+
+fn address(ptr: anytype, len: usize) usize {
+    return if (len == 0) @intFromPtr(&anchor) else @intFromPtr(ptr);
 }
 
 pub const WitHeader = extern struct { name: WitList(u8), value: WitList(u8) };
@@ -227,11 +245,11 @@ var postprocess_result: PostprocessResult = undefined;
 fn witError(e: anyerror) WitError {
     const kind: u8 = if (e == error.BadRequest) 0 else 1;
     const text = switch (e) {
-        error.BadRequest, error.Internal => message,
+        error.BadRequest, error.Internal => if (message.len > 0) message else @errorName(e),
         error.OutOfMemory => "out of memory",
         else => @errorName(e),
     };
-    return .{ .kind = kind, .message = .{ .ptr = @intFromPtr(text.ptr), .len = text.len } };
+    return .{ .kind = kind, .message = WitList(u8).of(text) };
 }
 
 fn request(route: WitList(u8), method: WitList(u8), headers: WitList(WitHeader), body: WitList(u8)) Request {
@@ -244,8 +262,9 @@ fn Exports(comptime user: type) type {
         fn preprocess(r_ptr: usize, r_len: usize, m_ptr: usize, m_len: usize, h_ptr: usize, h_len: usize, b_ptr: usize, b_len: usize) callconv(.c) *PreprocessResult {
             const req = request(.{ .ptr = r_ptr, .len = r_len }, .{ .ptr = m_ptr, .len = m_len }, .{ .ptr = h_ptr, .len = h_len }, .{ .ptr = b_ptr, .len = b_len });
             var out = Tensors{};
+            message = "";
             if (user.preprocess(req, &out)) |_| {
-                preprocess_result = .{ .is_err = 0, .payload = .{ .ok = .{ .ptr = @intFromPtr(out.items.ptr), .len = out.items.len } } };
+                preprocess_result = .{ .is_err = 0, .payload = .{ .ok = WitList(WitTensor).of(out.items) } };
             } else |e| {
                 preprocess_result = .{ .is_err = 1, .payload = .{ .err = witError(e) } };
             }
@@ -254,6 +273,7 @@ fn Exports(comptime user: type) type {
 
         fn postprocess(r_ptr: usize, r_len: usize, m_ptr: usize, m_len: usize, h_ptr: usize, h_len: usize, b_ptr: usize, b_len: usize, o_ptr: usize, o_len: usize) callconv(.c) *PostprocessResult {
             postprocess_result = .{ .is_err = 0, .payload = .{ .ok = .{ .is_some = 0, .response = undefined } } };
+            message = "";
             if (!@hasDecl(user, "postprocess")) return &postprocess_result;
             const req = request(.{ .ptr = r_ptr, .len = r_len }, .{ .ptr = m_ptr, .len = m_len }, .{ .ptr = h_ptr, .len = h_len }, .{ .ptr = b_ptr, .len = b_len });
             const outputs = Outputs{ .items = (WitList(WitTensor){ .ptr = o_ptr, .len = o_len }).slice() };
@@ -261,8 +281,8 @@ fn Exports(comptime user: type) type {
                 if (answer) |r| {
                     const response = WitResponse{
                         .status = r.status,
-                        .content_type = .{ .ptr = @intFromPtr(r.content_type.ptr), .len = r.content_type.len },
-                        .body = .{ .ptr = @intFromPtr(r.body.ptr), .len = r.body.len },
+                        .content_type = WitList(u8).of(r.content_type),
+                        .body = WitList(u8).of(r.body),
                     };
                     postprocess_result.payload = .{ .ok = .{ .is_some = 1, .response = response } };
                 }
@@ -274,11 +294,23 @@ fn Exports(comptime user: type) type {
     };
 }
 
-/// The host allocates the request's strings and lists in the module's memory through this.
-fn cabiRealloc(old: ?[*]u8, old_size: usize, alignment: usize, new_size: usize) callconv(.c) ?[*]u8 {
-    const fresh = allocator.rawAlloc(new_size, std.mem.Alignment.fromByteUnits(alignment), @returnAddress()) orelse return null;
+/// The host allocates the request's strings and lists in the module's memory through this. Out of
+/// memory traps: the host would otherwise write the request at address 0.
+fn cabiRealloc(old: ?[*]u8, old_size: usize, alignment: usize, new_size: usize) callconv(.c) [*]u8 {
+    const fresh = allocator.rawAlloc(@max(new_size, 1), std.mem.Alignment.fromByteUnits(alignment), @returnAddress()) orelse @trap();
     if (old) |o| @memcpy(fresh[0..@min(old_size, new_size)], o[0..@min(old_size, new_size)]);
     return fresh;
+}
+
+/// Called by the host once it has read what `postprocess` returned: the request is over, so its
+/// memory is reclaimed (this matters when the spec lets instances serve many requests).
+fn postPostprocess(_: *PostprocessResult) callconv(.c) void {
+    Bump.reset();
+}
+
+/// After `preprocess`: a failed request is over too.
+fn postPreprocess(result: *PreprocessResult) callconv(.c) void {
+    if (result.is_err != 0) Bump.reset();
 }
 
 /// Exports `user`'s `preprocess` (and `postprocess`, if it has one) as the `aifn:function` world.
@@ -287,4 +319,6 @@ pub fn exportFunction(comptime user: type) void {
     @export(&exports.preprocess, .{ .name = "preprocess" });
     @export(&exports.postprocess, .{ .name = "postprocess" });
     @export(&cabiRealloc, .{ .name = "cabi_realloc" });
+    @export(&postPreprocess, .{ .name = "cabi_post_preprocess" });
+    @export(&postPostprocess, .{ .name = "cabi_post_postprocess" });
 }

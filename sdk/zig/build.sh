@@ -25,13 +25,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   printf '  - %s\n' "${missing[@]}" >&2
   exit 1
 fi
+cache=${ZIG_CACHE_DIR:-${HOME:-/tmp}/.cache/aifn-zig}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The entry exports the user's functions through the SDK's canonical-ABI glue.
 printf 'comptime {\n    @import("aifn").exportFunction(@import("user"));\n}\n' > "$work/entry.zig"
 # A freestanding core module (no libc, no WASI imports), then the component type from spec/wit.
 "${zig[@]}" build-exe -target wasm32-freestanding -fno-entry -rdynamic -O ReleaseSmall \
-  --cache-dir "${ZIG_CACHE_DIR:-$HOME/.cache/aifn-zig}" --global-cache-dir "${ZIG_CACHE_DIR:-$HOME/.cache/aifn-zig}" \
+  --cache-dir "$cache" --global-cache-dir "$cache" \
   --dep aifn --dep user -Mroot="$work/entry.zig" --dep aifn -Muser="$main" -Maifn="$sdk/aifn.zig" \
   -femit-bin="$work/core.wasm"
 wasm-tools component embed "$sdk/../../spec/wit" --world function "$work/core.wasm" -o "$work/embedded.wasm"

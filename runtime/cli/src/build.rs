@@ -28,7 +28,7 @@ pub fn build(spec_path: &Path, force: bool) -> anyhow::Result<Outcome> {
     let Some(how) = &module.build else {
         return Ok(Outcome::NothingToBuild);
     };
-    let dir = spec_path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(spec_path);
     let wasm = dir.join(&module.path);
     let source = dir.join(&how.source);
     if !source.exists() {
@@ -73,10 +73,18 @@ fn out_of_date(wasm: &Path, source: &Path, spec_path: &Path) -> anyhow::Result<b
     let root = if source.is_dir() {
         source.to_path_buf()
     } else {
-        source.parent().unwrap_or(Path::new(".")).to_path_buf()
+        parent_dir(source)
     };
     let newest = newest_file(&root, wasm)?.max(std::fs::metadata(spec_path)?.modified()?);
     Ok(newest > built)
+}
+
+/// The directory a file is in; `.` for a bare file name (whose `parent()` is the empty path).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Directories of build outputs and caches, never sources.
@@ -260,4 +268,20 @@ pub fn new_function(language: Language, name: &str, dir: &Path) -> anyhow::Resul
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(dir.join("function.yaml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent_dir;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn a_bare_file_name_is_in_the_working_directory() {
+        assert_eq!(parent_dir(Path::new("function.yaml")), PathBuf::from("."));
+        assert_eq!(parent_dir(Path::new("src/app.py")), PathBuf::from("src"));
+        assert_eq!(
+            parent_dir(Path::new("/f/function.yaml")),
+            PathBuf::from("/f")
+        );
+    }
 }

@@ -343,12 +343,15 @@ struct Live {
     instance: Function,
     /// Requests it has served.
     served: u32,
+    idle_since: std::time::Instant,
 }
 
 /// Requests one reused instance serves before it is replaced (bounding what state can pile up).
 const MAX_REQUESTS_PER_INSTANCE: u32 = 1000;
 /// Instances kept between requests, per module.
 const MAX_IDLE_INSTANCES: usize = 64;
+/// How long an unused instance is kept.
+const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
 
 /// The HTTP request as the module sees it.
 pub struct GuestRequest<'a> {
@@ -425,6 +428,7 @@ impl GuestModule {
             store,
             instance,
             served: 0,
+            idle_since: std::time::Instant::now(),
         })
     }
 
@@ -517,9 +521,15 @@ impl Drop for GuestCall<'_> {
             return;
         };
         live.served += 1;
-        if self.healthy && live.served < MAX_REQUESTS_PER_INSTANCE {
+        // An instance refused memory may be left half-done even if it answered with an error.
+        let fit = self.healthy && !live.store.data().limits.memory_refused;
+        if fit && live.served < MAX_REQUESTS_PER_INSTANCE {
             let mut idle = idle.lock().unwrap();
+            // Instances idle for long are dropped (the oldest are at the front), so a burst's
+            // instances do not hold memory and pool slots for ever.
+            idle.retain(|other| other.idle_since.elapsed() < MAX_IDLE_TIME);
             if idle.len() < MAX_IDLE_INSTANCES {
+                live.idle_since = std::time::Instant::now();
                 idle.push(live);
             }
         }

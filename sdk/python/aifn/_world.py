@@ -86,6 +86,11 @@ def world_of(module: ModuleType) -> type:
                 return None
             if not isinstance(answer, aifn.Response):
                 raise _error(TypeError(f"postprocess must return aifn.Response or None, not {type(answer).__name__}"))
-            return wit.Response(answer.status, answer.content_type, answer.body)
+            if not isinstance(answer.status, int) or not 100 <= answer.status <= 599:
+                raise _error(ValueError(f"the response status must be an HTTP status, not {answer.status!r}"))
+            body = answer.body.encode() if isinstance(answer.body, str) else answer.body
+            if not isinstance(body, (bytes, bytearray)):
+                raise _error(TypeError(f"the response body must be bytes or str, not {type(body).__name__}"))
+            return wit.Response(answer.status, str(answer.content_type), bytes(body))
 
     return WitWorld
