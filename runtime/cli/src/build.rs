@@ -198,13 +198,12 @@ pub fn new_function(language: Language, name: &str, dir: &Path) -> anyhow::Resul
     }
     let sdk = sdk_dir()?;
     let templates = sdk.join("templates");
-    let crate_name = name.to_string();
     let (source, wasm, memory, files): (&str, String, &str, &[&str]) = match language {
         Language::Rust => (
             "module",
             format!(
                 "module/target/wasm32-wasip2/release/{}.wasm",
-                crate_name.replace('-', "_")
+                name.replace('-', "_")
             ),
             "64Mi",
             &["module/Cargo.toml", "module/src/lib.rs"],
@@ -237,7 +236,7 @@ pub fn new_function(language: Language, name: &str, dir: &Path) -> anyhow::Resul
     };
     let fill = |text: String| {
         text.replace("{{name}}", name)
-            .replace("{{crate}}", &crate_name)
+            .replace("{{crate}}", name)
             .replace("{{language}}", language.name())
             .replace("{{source}}", source)
             .replace("{{wasm}}", &wasm)

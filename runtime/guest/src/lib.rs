@@ -387,15 +387,13 @@ impl GuestModule {
     /// An instance for one request: a fresh one, or (when the spec allows reuse) one that finished
     /// an earlier request cleanly.
     pub fn start(&self) -> Result<GuestCall<'_>, GuestError> {
+        // Only instances never refused memory go back to the pool (see `Drop`).
         let reused = self
             .idle
             .as_ref()
             .and_then(|idle| idle.lock().unwrap().pop());
         let live = match reused {
-            Some(mut live) => {
-                live.store.data_mut().limits.memory_refused = false;
-                live
-            }
+            Some(live) => live,
             None => self.instantiate()?,
         };
         Ok(GuestCall {
