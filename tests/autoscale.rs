@@ -4,25 +4,33 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use aifn_host::api::FunctionStatus;
+use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::*;
 
-fn status(host: &TestHost) -> Value {
-    host.admin_get("/admin/v1/functions/text-embedder").json()
+fn status(host: &TestHost) -> FunctionStatus {
+    host.status("text-embedder")
 }
 
-/// Polls `status` until `check` holds or `limit` passes; returns the last status.
-fn wait_for(host: &TestHost, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
+/// Polls `status` until `check` holds, and returns that status; panics naming `what` and the
+/// last status when `limit` passes first.
+#[track_caller]
+fn wait_for(
+    host: &TestHost,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&FunctionStatus) -> bool,
+) -> FunctionStatus {
+    wait_until_seen(what, limit, || {
         let s = status(host);
-        if check(&s) || started.elapsed() > limit {
-            return s;
+        if check(&s) {
+            Ok(s)
+        } else {
+            Err(pretty(&s))
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 #[test]
@@ -41,16 +49,17 @@ fn bursts_scale_up_to_the_ceiling_and_quiet_scales_back_down() {
     );
     host.deploy(&spec);
     let s = status(&host);
-    assert_eq!(s["load"]["instances"], 1, "{s}");
-    let ceiling = s["scaling"]["ceiling"].as_u64().unwrap();
+    assert_eq!(s.load.instances, 1, "{}", pretty(&s));
+    let ceiling = s.scaling.ceiling;
     assert_eq!(
         ceiling,
-        (std::thread::available_parallelism().unwrap().get() as u64).min(4)
+        std::thread::available_parallelism().unwrap().get().min(4)
     );
 
     // 8 clients for at most 8 s, until the pool reaches its ceiling.
     let stop = AtomicBool::new(false);
     let reached = std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
         for _ in 0..8 {
             scope.spawn(|| {
                 let started = Instant::now();
@@ -63,23 +72,27 @@ fn bursts_scale_up_to_the_ceiling_and_quiet_scales_back_down() {
                 }
             });
         }
-        let s = wait_for(&host, Duration::from_secs(8), |s| {
-            s["load"]["instances"].as_u64() == Some(ceiling)
-        });
+        let s = wait_for(
+            &host,
+            Duration::from_secs(8),
+            "scaled up to the ceiling",
+            |s| s.load.instances == ceiling,
+        );
         stop.store(true, Ordering::Relaxed);
         s
     });
     assert_eq!(
-        reached["load"]["instances"].as_u64(),
-        Some(ceiling),
-        "did not scale up: {reached}"
+        reached.load.instances,
+        ceiling,
+        "did not scale up: {}",
+        pretty(&reached)
     );
 
     // Quiet: back to min_replicas (1) after the window and the delay.
-    let s = wait_for(&host, Duration::from_secs(15), |s| {
-        s["load"]["instances"] == 1
+    let s = wait_for(&host, Duration::from_secs(15), "scaled back down", |s| {
+        s.load.instances == 1
     });
-    assert_eq!(s["load"]["instances"], 1, "did not scale down: {s}");
+    assert_eq!(s.load.instances, 1, "did not scale down: {}", pretty(&s));
     // And it still answers.
     assert_eq!(
         host.post("/v1/embeddings", r#"{"inputs": "still here"}"#)
@@ -99,19 +112,19 @@ fn min_replicas_zero_scales_to_zero_and_a_request_brings_one_back() {
     ));
     let body = r#"{"avg_monthly_spend": 42.5, "days_since_last_purchase": 12, "support_tickets_last_30d": 1, "subscription_tier": "premium"}"#;
     assert_eq!(host.post("/v1/churn", body).status, 200);
-    let churn = |host: &TestHost| host.admin_get("/admin/v1/functions/churn-predictor").json();
-    let started = Instant::now();
-    while churn(&host)["load"]["instances"] != 0 && started.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        churn(&host)["load"]["instances"],
-        0,
-        "did not scale to zero"
-    );
+    let churn = |host: &TestHost| host.status("churn-predictor");
+    wait_until_seen("scaled to zero", Duration::from_secs(10), || {
+        let s = churn(&host);
+        if s.load.instances == 0 {
+            Ok(())
+        } else {
+            Err(pretty(&s))
+        }
+    });
+    assert_eq!(churn(&host).load.instances, 0, "did not scale to zero");
     // The next request waits for an instance to start, and is answered.
     let reply = host.post("/v1/churn", body);
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.json()["churn_probability"].is_number());
-    assert!(churn(&host)["load"]["instances"].as_u64().unwrap() >= 1);
+    assert!(churn(&host).load.instances >= 1);
 }

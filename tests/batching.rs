@@ -21,7 +21,7 @@ fn embedder(dir: &Path, batching: &str) -> std::path::PathBuf {
 
 /// `(count, sum)` of the `aifn_batch_size` histogram for the text-embedder.
 fn batch_metric(host: &TestHost) -> (f64, f64) {
-    let text = host.admin_get("/metrics").body;
+    let text = host.metrics().body;
     let read = |name: &str| {
         text.lines()
             .find(|l| l.starts_with(&format!("{name}{{function=\"text-embedder\"}}")))

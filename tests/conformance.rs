@@ -133,11 +133,12 @@ fn every_language_gives_the_same_tensors_for_every_case() {
         let module = engine
             .load(
                 &wasm,
-                &format!("conformance-{name}"),
-                &format!("conformance@{name}"),
-                limits,
-                &Default::default(),
-                Default::default(),
+                &aifn_guest::ModuleConfig {
+                    digest: format!("conformance-{name}"),
+                    tag: format!("conformance@{name}"),
+                    limits,
+                    ..Default::default()
+                },
             )
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         for case in &cases {

@@ -3,6 +3,7 @@
 
 mod support;
 
+use aifn_host::api::{FunctionStatus, KeyView, Route, VersionList};
 use serde_json::json;
 use support::*;
 
@@ -80,11 +81,10 @@ fn deploy_through_the_cli_and_match_python_onnxruntime() {
         ls.contains("churn-predictor") && ls.contains("POST /v1/churn"),
         "{ls}"
     );
-    let status: serde_json::Value =
-        serde_json::from_str(&host.cli_ok(&["status", "churn-predictor"])).unwrap();
-    assert_eq!(status["version"], 1);
-    assert_eq!(status["placement"]["replicas"], 2);
-    assert_eq!(status["placement"]["device"], "cpu");
+    let status: FunctionStatus = host.cli_json(&["status", "churn-predictor"]);
+    assert_eq!(status.version, 1);
+    assert_eq!(status.placement.replicas, 2);
+    assert_eq!(status.placement.device, "cpu");
 
     // Deploying the same thing again makes no new version.
     let again = host.deploy(&spec);
@@ -94,7 +94,7 @@ fn deploy_through_the_cli_and_match_python_onnxruntime() {
     );
 
     // Every request above was counted.
-    let metrics = host.admin_get("/metrics");
+    let metrics = host.metrics();
     assert_eq!(metrics.status, 200);
     assert!(
         metrics.body.contains(
@@ -214,9 +214,9 @@ fn bad_requests_get_clear_json_errors() {
     assert_eq!(host.post("/v2/models/nope/infer", "{}").status, 404);
 
     // The control plane needs the admin token.
-    assert_eq!(host.get("/admin/v1/functions").status, 401);
+    assert_eq!(host.get(&Route::Functions.path()).status, 401);
     let wrong = request(
-        &host.url("/admin/v1/functions"),
+        &host.url(&Route::Functions.path()),
         "GET",
         b"",
         &[("authorization", "Bearer nope")],
@@ -253,9 +253,8 @@ fn versions_survive_kill_9() {
     let reply = host.post("/v1/churn", &request.to_string());
     assert!((churn_probability(&reply) - expected).abs() < 1e-5);
     assert_eq!(reply.header("x-aifn-version"), Some("2"));
-    let versions: serde_json::Value =
-        serde_json::from_str(&host.cli_ok(&["versions", "churn-predictor", "--json"])).unwrap();
-    assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
+    let versions: VersionList = host.cli_json(&["versions", "churn-predictor", "--json"]);
+    assert_eq!(versions.versions.len(), 2);
     // The compiled module was cached by digest, so the restart did not compile it again.
     let compiled = std::fs::read_dir(state.join("compiled")).unwrap().count();
     assert_eq!(compiled, 1, "one compiled module for one module digest");
@@ -340,13 +339,8 @@ fn a_failed_deploy_changes_nothing_that_is_serving() {
     let reply = host.post("/v1/churn", &churn_expectations()[0].0.to_string());
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("x-aifn-version"), Some("1"));
-    let list: serde_json::Value =
-        serde_json::from_str(&host.cli_ok(&["versions", "churn-predictor", "--json"])).unwrap();
-    assert_eq!(
-        list["versions"].as_array().unwrap().len(),
-        1,
-        "failed deploys leave no version"
-    );
+    let list: VersionList = host.cli_json(&["versions", "churn-predictor", "--json"]);
+    assert_eq!(list.versions.len(), 1, "failed deploys leave no version");
 }
 
 #[test]
@@ -367,12 +361,13 @@ fn the_reference_spec_deploys_once_its_model_is_known_and_api_keys_guard_it() {
         "{out}"
     );
     assert!(out.contains("warning: spec asks for 1 GPU(s) but this host has no GPU execution provider; running on CPU"), "{out}");
-    let status: serde_json::Value =
-        serde_json::from_str(&host.cli_ok(&["status", "sentiment-analyzer"])).unwrap();
-    assert_eq!(status["placement"]["device"], "cpu");
-    assert_eq!(status["placement"]["requested_gpus"], 1);
-    assert!(status["placement"]["note"]
-        .as_str()
+    let status: FunctionStatus = host.cli_json(&["status", "sentiment-analyzer"]);
+    assert_eq!(status.placement.device, "cpu");
+    assert_eq!(status.placement.requested_gpus, 1);
+    assert!(status
+        .placement
+        .note
+        .as_deref()
         .unwrap()
         .contains("running on CPU"));
 
@@ -426,16 +421,13 @@ fn the_reference_spec_deploys_once_its_model_is_known_and_api_keys_guard_it() {
     );
 
     // Revocation takes effect at once; the host never stored the secret.
-    let keys: serde_json::Value = serde_json::from_str(&host.cli_ok(&["keys", "list"])).unwrap();
+    let keys: Vec<KeyView> = host.cli_json(&["keys", "list"]);
     let id = keys
-        .as_array()
-        .unwrap()
         .iter()
-        .find(|k| k["function"] == "sentiment-analyzer")
-        .unwrap()["id"]
-        .as_str()
+        .find(|k| k.function == "sentiment-analyzer")
         .unwrap()
-        .to_string();
+        .id
+        .clone();
     host.cli_ok(&["keys", "revoke", &id]);
     assert_eq!(
         request(&url, "POST", tensors.as_bytes(), &[("x-api-key", &key)]).status,
@@ -598,7 +590,13 @@ fn rollback_switches_versions_under_load_without_a_failed_request() {
 
     // Clients keep calling while versions switch back and forth.
     let stop = std::sync::atomic::AtomicBool::new(false);
+    // Answers from versions 1 and 2 so far, of all the clients.
+    let by_version = [
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    ];
     let (answered, versions_seen) = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         let clients: Vec<_> = (0..4)
             .map(|_| {
                 s.spawn(|| {
@@ -606,22 +604,40 @@ fn rollback_switches_versions_under_load_without_a_failed_request() {
                     let mut versions = std::collections::BTreeSet::new();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let reply = host.post("/v1/churn", &churn_expectations()[0].0.to_string());
-                        versions.insert(reply.header("x-aifn-version").unwrap_or("?").to_string());
+                        let version = reply.header("x-aifn-version").unwrap_or("?").to_string();
+                        if let Some(count) = ["1", "2"]
+                            .iter()
+                            .position(|v| *v == version)
+                            .map(|i| &by_version[i])
+                        {
+                            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        versions.insert(version);
                         statuses.push(reply.status);
                     }
                     (statuses, versions)
                 })
             })
             .collect();
+        // Each version serves the clients a few answers before the next switch.
+        let served = |version: usize| {
+            let count = &by_version[version - 1];
+            let before = count.load(std::sync::atomic::Ordering::Relaxed);
+            wait_until(
+                &format!("answered by version {version}"),
+                std::time::Duration::from_secs(10),
+                || (count.load(std::sync::atomic::Ordering::Relaxed) >= before + 5).then_some(()),
+            );
+        };
         for _ in 0..3 {
             assert!(host
                 .cli_ok(&["rollback", "churn-predictor"])
                 .contains("rolled back to version 1"));
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            served(1);
             assert!(host
                 .cli_ok(&["rollback", "churn-predictor", "--to", "2"])
                 .contains("rolled back to version 2"));
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            served(2);
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut all = Vec::new();

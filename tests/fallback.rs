@@ -82,25 +82,25 @@ fn overload_moves_traffic_to_the_fallback_and_calm_moves_it_back() {
     );
 
     // Calm: one request at a time moves traffic back to the primary.
-    let started = Instant::now();
-    let mut variant = String::new();
-    while started.elapsed() < Duration::from_secs(15) {
-        variant = host
+    let variant = wait_until("back on the primary", Duration::from_secs(15), || {
+        let variant = host
             .post("/v1/churn", BODY)
             .header("x-aifn-variant")
             .unwrap_or_default()
             .to_string();
         if variant == "primary" {
-            break;
+            return Some(variant);
         }
+        // A few requests a second: this pause is the calm, not a wait for the switch.
         std::thread::sleep(Duration::from_millis(200));
-    }
+        None
+    });
     assert_eq!(
         variant, "primary",
         "traffic did not come back to the primary"
     );
 
-    let metrics = host.admin_get("/metrics").body;
+    let metrics = host.metrics().body;
     let fallback_count = metrics
         .lines()
         .find(|l| {

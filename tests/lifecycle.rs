@@ -4,10 +4,12 @@
 
 mod support;
 
-use serde_json::Value;
+use aifn_host::api::{FunctionStatus, HistoryEntry, VersionList, VersionRole, VersionView};
+use aifn_host::records::{AuditAction, Phase};
+use aifn_spec::RolloutStrategy;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -52,62 +54,56 @@ fn valid_body() -> String {
     churn_expectations()[0].0.to_string()
 }
 
-fn status(host: &TestHost) -> Value {
-    let reply = host.admin_get(&format!("/admin/v1/functions/{NAME}"));
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()
+fn status(host: &TestHost) -> FunctionStatus {
+    host.status(NAME)
 }
 
-fn history(host: &TestHost) -> Vec<Value> {
-    let text = host.cli_ok(&["history", NAME, "--json"]);
-    serde_json::from_str::<Value>(&text).unwrap()["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_else(|| serde_json::from_str::<Vec<Value>>(&text).unwrap())
+/// The audit log as `aifn history --json` prints it, oldest first.
+fn history(host: &TestHost) -> Vec<HistoryEntry> {
+    host.cli_json(&["history", NAME, "--json"])
 }
 
 /// One field of every version `aifn versions --json` lists, oldest first.
-fn versions_field(host: &TestHost, field: &str) -> Vec<Value> {
-    let versions = host.cli_ok(&["versions", NAME, "--json"]);
-    serde_json::from_str::<Value>(&versions).unwrap()["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v[field].clone())
-        .collect()
+fn versions_field<T>(host: &TestHost, field: impl Fn(&VersionView) -> T) -> Vec<T> {
+    let list: VersionList = host.cli_json(&["versions", NAME, "--json"]);
+    list.versions.iter().map(field).collect()
 }
 
-fn actions(events: &[Value]) -> Vec<String> {
+fn actions(events: &[HistoryEntry]) -> Vec<String> {
     events
         .iter()
-        .map(|e| e["action"].as_str().unwrap().to_string())
+        .map(|e| e.event.action.as_str().to_string())
         .collect()
 }
 
-/// Waits (at most `limit`) until `done` holds for the function's status.
+/// The phase of the rollout in progress, if any.
+fn phase(st: &FunctionStatus) -> Option<&Phase> {
+    st.rollout.as_ref().map(|r| &r.phase)
+}
+
+/// Waits (at most `limit`) until `done` holds for the function's status, and returns it.
+#[track_caller]
 fn wait_for(
     host: &TestHost,
     limit: Duration,
     what: &str,
-    mut done: impl FnMut(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
+    mut done: impl FnMut(&FunctionStatus) -> bool,
+) -> FunctionStatus {
+    wait_until_seen(what, limit, || {
         let now = status(host);
         if done(&now) {
-            return now;
+            Ok(now)
+        } else {
+            Err(pretty(&now))
         }
-        assert!(
-            Instant::now() < deadline,
-            "not {what} within {limit:?}: {now:#}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 /// Clients that call the function until stopped; what each answer was, by version and status.
 struct Load<'a> {
     stop: &'a AtomicBool,
+    /// Answers so far, of all the clients.
+    answered: AtomicUsize,
 }
 
 type Seen = BTreeMap<(String, u16), u64>;
@@ -120,19 +116,10 @@ impl Load<'_> {
             let reply = host.post("/v1/churn", &body(i));
             let version = reply.header("x-aifn-version").unwrap_or("?").to_string();
             *seen.entry((version, reply.status)).or_default() += 1;
+            self.answered.fetch_add(1, Ordering::Relaxed);
             i += 1;
         }
         seen
-    }
-}
-
-/// Stops the clients when dropped: also when the test fails inside the scope, which would
-/// otherwise wait for them forever.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -154,13 +141,19 @@ fn a_canary_promotes_itself_step_by_step_without_a_failed_request() {
     let v2 = spec(&dir, "v2.yaml", rollout, "v2");
 
     let stop = AtomicBool::new(false);
-    let load = Load { stop: &stop };
+    let load = Load {
+        stop: &stop,
+        answered: AtomicUsize::new(0),
+    };
     let (seen, shares) = std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
         let clients: Vec<_> = (0..3)
             .map(|_| s.spawn(|| load.run(&host, |_| valid_body())))
             .collect();
-        std::thread::sleep(Duration::from_millis(300));
+        // The canary starts while the clients are being answered.
+        wait_until("answering the clients", Duration::from_secs(10), || {
+            (load.answered.load(Ordering::Relaxed) >= 10).then_some(())
+        });
         let out = host.cli_ok(&[
             "deploy",
             v2.to_str().unwrap(),
@@ -182,10 +175,10 @@ fn a_canary_promotes_itself_step_by_step_without_a_failed_request() {
             Duration::from_secs(60),
             "promoted and watched",
             |st| {
-                if let Some(share) = st["rollout"]["candidate_share"].as_f64() {
-                    shares.insert(share as u64);
+                if let Some(rollout) = &st.rollout {
+                    shares.insert(rollout.candidate_share as u64);
                 }
-                st["version"] == 2 && st["rollout"].is_null()
+                st.version == 2 && st.rollout.is_none()
             },
         );
         stop.store(true, Ordering::Relaxed);
@@ -213,20 +206,16 @@ fn a_canary_promotes_itself_step_by_step_without_a_failed_request() {
         ["deploy", "deploy", "step", "promoted", "rollout_complete"],
         "{events:#?}"
     );
-    let deploy = &events[1];
+    let deploy = &events[1].event;
+    assert!(deploy.actor.contains("from 127.0.0.1"), "{deploy:#?}");
     assert!(
-        deploy["actor"].as_str().unwrap().contains("from 127.0.0.1"),
-        "{deploy}"
-    );
-    assert!(
-        deploy["reason"]
-            .as_str()
-            .unwrap()
+        deploy
+            .reason
             .contains("canary against version 1: 20% of traffic first; new weights"),
-        "{deploy}"
+        "{deploy:#?}"
     );
     assert!(
-        events[2..].iter().all(|e| e["actor"] == "aifn"),
+        events[2..].iter().all(|e| e.event.actor == "aifn"),
         "{events:#?}"
     );
     let text = host.cli_ok(&["history", NAME]);
@@ -247,11 +236,11 @@ fn a_canary_promotes_itself_step_by_step_without_a_failed_request() {
             .to_str()
             .unwrap(),
     ]);
-    assert_eq!(versions_field(&host, "version"), [2, 3]);
-    let last = history(&host).pop().unwrap();
+    assert_eq!(versions_field(&host, |v| v.version), [2, 3]);
+    let last = history(&host).pop().unwrap().event;
     assert_eq!(
-        (last["action"].as_str(), last["actor"].as_str()),
-        (Some("pruned"), Some("aifn"))
+        (last.action, last.actor.as_str()),
+        (AuditAction::Pruned, "aifn")
     );
 }
 
@@ -271,7 +260,10 @@ fn a_faulty_version_is_rolled_back_automatically_with_a_webhook() {
     // traffic, and only then meets the inputs it fails on (one request in five).
     let stop = AtomicBool::new(false);
     let fault_began = std::sync::Mutex::new(None::<Instant>);
-    let load = Load { stop: &stop };
+    let load = Load {
+        stop: &stop,
+        answered: AtomicUsize::new(0),
+    };
     let faulting = AtomicBool::new(false);
     let seen = std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
@@ -290,12 +282,12 @@ fn a_faulty_version_is_rolled_back_automatically_with_a_webhook() {
             .collect();
         host.cli_ok(&["deploy", faulty.to_str().unwrap()]);
         wait_for(&host, Duration::from_secs(60), "promoted", |st| {
-            st["rollout"]["phase"]["phase"] == "watch"
+            matches!(phase(st), Some(Phase::Watch { .. }))
         });
         *fault_began.lock().unwrap() = Some(Instant::now());
         faulting.store(true, Ordering::Relaxed);
         wait_for(&host, Duration::from_secs(30), "rolled back", |st| {
-            st["version"] == 1 && st["rollout"].is_null()
+            st.version == 1 && st.rollout.is_none()
         });
         stop.store(true, Ordering::Relaxed);
         let mut seen = Seen::new();
@@ -305,14 +297,15 @@ fn a_faulty_version_is_rolled_back_automatically_with_a_webhook() {
         seen
     });
     let began = fault_began.lock().unwrap().unwrap();
-    let (arrived, notice) = loop {
-        let (at, notice) = received
-            .recv_timeout(Duration::from_secs(10))
-            .expect("webhook");
-        if notice["event"] == "auto_rollback" {
-            break (at, notice);
-        }
-    };
+    let (arrived, notice) = wait_until(
+        "sent the auto_rollback webhook",
+        Duration::from_secs(10),
+        || {
+            received
+                .try_iter()
+                .find(|(_, notice)| notice["event"] == "auto_rollback")
+        },
+    );
     let took = arrived.duration_since(began);
     let faulty_errors = seen.get(&("2".into(), 500)).copied().unwrap_or(0);
     println!(
@@ -350,7 +343,10 @@ fn a_faulty_version_is_rolled_back_automatically_with_a_webhook() {
     // 2. In a canary step: failing inputs from the start; the candidate never gets promoted.
     let stop = AtomicBool::new(false);
     let began = Instant::now();
-    let load = Load { stop: &stop };
+    let load = Load {
+        stop: &stop,
+        answered: AtomicUsize::new(0),
+    };
     let seen = std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
         let clients: Vec<_> = (0..2)
@@ -369,7 +365,7 @@ fn a_faulty_version_is_rolled_back_automatically_with_a_webhook() {
         let out = host.cli_ok(&["deploy", faulty.to_str().unwrap()]);
         assert!(out.contains("version 3"), "{out}");
         wait_for(&host, Duration::from_secs(30), "rolled back", |st| {
-            st["rollout"].is_null()
+            st.rollout.is_none()
         });
         stop.store(true, Ordering::Relaxed);
         let mut seen = Seen::new();
@@ -378,30 +374,33 @@ fn a_faulty_version_is_rolled_back_automatically_with_a_webhook() {
         }
         seen
     });
-    let notice = loop {
-        let (_, notice) = received
-            .recv_timeout(Duration::from_secs(10))
-            .expect("webhook");
-        if notice["event"] == "auto_rollback" {
-            break notice;
-        }
-    };
+    let (_, notice) = wait_until(
+        "sent the auto_rollback webhook",
+        Duration::from_secs(10),
+        || {
+            received
+                .try_iter()
+                .find(|(_, notice)| notice["event"] == "auto_rollback")
+        },
+    );
     assert_eq!(notice["candidate_version"], 3, "{notice}");
     println!(
         "canary step: rolled back within {:.0} ms of the deploy; version 3 answered {} requests with 500 before",
         began.elapsed().as_secs_f64() * 1e3,
         seen.get(&("3".into(), 500)).copied().unwrap_or(0)
     );
-    assert_eq!(status(&host)["version"], 1);
+    assert_eq!(status(&host).version, 1);
     let events = history(&host);
-    let rollbacks: Vec<&Value> = events
+    let rollbacks: Vec<&HistoryEntry> = events
         .iter()
-        .filter(|e| e["action"] == "auto_rollback")
+        .filter(|e| e.event.action == AuditAction::AutoRollback)
         .collect();
     assert_eq!(rollbacks.len(), 2, "{events:#?}");
-    assert!(rollbacks
-        .iter()
-        .all(|e| e["actor"] == "aifn" && e["figures"]["thresholds"]["min_requests"] == 10));
+    assert!(rollbacks.iter().all(|e| e.event.actor == "aifn"
+        && e.event
+            .figures
+            .as_ref()
+            .is_some_and(|f| f["thresholds"]["min_requests"] == 10)));
 }
 
 #[test]
@@ -418,7 +417,10 @@ fn shadow_traffic_never_changes_what_callers_see() {
     );
     let out = host.cli_ok(&["deploy", shadow.to_str().unwrap()]);
     assert!(out.contains("rolling out"), "{out}");
-    assert_eq!(status(&host)["rollout"]["strategy"], "shadow");
+    assert_eq!(
+        status(&host).rollout.map(|r| r.strategy),
+        Some(RolloutStrategy::Shadow)
+    );
 
     let cases = churn_expectations();
     let sent = 60;
@@ -446,16 +448,23 @@ fn shadow_traffic_never_changes_what_callers_see() {
         &host,
         Duration::from_secs(10),
         "all copies compared",
-        |st| st["rollout"]["shadow"]["compared"] == sent as u64 + 1,
+        |st| {
+            st.rollout
+                .as_ref()
+                .and_then(|r| r.shadow.as_ref())
+                .map(|shadow| shadow.disagreement.compared)
+                == Some(sent as u64 + 1)
+        },
     );
-    let shadow = &st["rollout"]["shadow"];
-    assert_eq!(shadow["differing"], sent as u64 + 1, "{shadow}");
-    assert_eq!(shadow["differing_share"], 1.0);
-    let candidate = &st["rollout"]["candidate_figures"];
-    assert_eq!(candidate["requests"], sent as u64 + 1, "{candidate}");
+    let rollout = st.rollout.as_ref().unwrap();
+    let shadow = rollout.shadow.as_ref().unwrap();
+    assert_eq!(shadow.disagreement.differing, sent as u64 + 1, "{shadow:?}");
+    assert_eq!(shadow.differing_share, 1.0);
+    let candidate = &rollout.candidate_figures;
+    assert_eq!(candidate.requests, sent as u64 + 1, "{candidate:?}");
     assert_eq!(
-        candidate["errors"], 1,
-        "the trap is the shadow's own 500: {candidate}"
+        candidate.errors, 1,
+        "the trap is the shadow's own 500: {candidate:?}"
     );
 
     // Promoted by hand, it serves; aborted, version 1 takes everything back.
@@ -475,7 +484,7 @@ fn shadow_traffic_never_changes_what_callers_see() {
     );
     let events = history(&host);
     assert_eq!(actions(&events)[1..], ["deploy", "promoted", "aborted"]);
-    assert_eq!(events[3]["reason"], "answers differ");
+    assert_eq!(events[3].event.reason, "answers differ");
 }
 
 #[test]
@@ -517,11 +526,16 @@ fn a_host_killed_mid_rollout_comes_back_consistent() {
     let host = TestHost::start_with(&state, &["--rollout-tick-ms", "100"]);
     let st = status(&host);
     assert_eq!(
-        (st["version"].clone(), st["rollout"]["candidate"].clone()),
-        (1.into(), 2.into()),
-        "{st:#}"
+        (st.version, st.rollout.as_ref().map(|r| r.candidate)),
+        (1, Some(2)),
+        "{}",
+        pretty(&st)
     );
-    assert_eq!(st["rollout"]["phase"]["index"], 0);
+    assert!(
+        matches!(phase(&st), Some(Phase::Step { index: 0, .. })),
+        "{:?}",
+        phase(&st)
+    );
     assert_eq!(
         versions_of(&host).len(),
         2,
@@ -533,23 +547,23 @@ fn a_host_killed_mid_rollout_comes_back_consistent() {
     host.kill();
     let host = TestHost::start_with(&state, &["--rollout-tick-ms", "100"]);
     let st = status(&host);
-    assert_eq!(
-        (
-            st["version"].clone(),
-            st["rollout"]["phase"]["phase"].clone()
-        ),
-        (2.into(), "watch".into()),
-        "{st:#}"
+    assert!(
+        st.version == 2 && matches!(phase(&st), Some(Phase::Watch { .. })),
+        "{}",
+        pretty(&st)
     );
     assert_eq!(versions_of(&host).into_iter().collect::<Vec<_>>(), ["2"]);
-    assert_eq!(versions_field(&host, "role"), ["previous", "stable"]);
+    assert_eq!(
+        versions_field(&host, |v| v.role),
+        [VersionRole::Previous, VersionRole::Stable]
+    );
 
     // A rollback during the watch returns to version 1 at once, and that too survives a kill.
     host.cli_ok(&["rollback", NAME, "--reason", "pager went off"]);
     host.kill();
     let host = TestHost::start_with(&state, &["--rollout-tick-ms", "100"]);
     let st = status(&host);
-    assert!(st["rollout"].is_null(), "{st:#}");
+    assert!(st.rollout.is_none(), "{}", pretty(&st));
     assert_eq!(versions_of(&host).into_iter().collect::<Vec<_>>(), ["1"]);
     let events = history(&host);
     assert_eq!(

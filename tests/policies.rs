@@ -3,6 +3,7 @@
 
 mod support;
 
+use aifn_host::api::Route;
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::*;
@@ -79,7 +80,7 @@ fn rate_limits_count_per_caller_answer_429_with_headers_and_survive_redeploys() 
     let bearer = format!("Bearer {bob}");
     assert_eq!(
         request(
-            &host.url("/admin/v1/functions"),
+            &host.url(&Route::Functions.path()),
             "GET",
             b"",
             &[("authorization", &bearer)]
@@ -444,12 +445,20 @@ fn allowlists_body_limits_deadlines_and_the_concurrency_bound() {
         slow.body
     );
     assert!(started.elapsed() < Duration::from_secs(2));
-    // One instance still spins on that loop (its module deadline is 3 s); occupy the other.
+    // One instance still spins on that loop (its module deadline is 3 s); occupy the other, and
+    // wait until the host counts both busy.
     let _second = std::thread::spawn({
         let url = host.url("/v1/hostile");
         move || request(&url, "POST", b"loop", &[])
     });
-    std::thread::sleep(Duration::from_millis(100));
+    wait_until_seen("both instances busy", Duration::from_secs(2), || {
+        let load = host.status("hostile").load;
+        if load.running == 2 {
+            Ok(())
+        } else {
+            Err(format!("{load:?}"))
+        }
+    });
     let third = host.post("/v1/hostile", "fine");
     assert_eq!(
         (third.status, third.error_code().as_str()),

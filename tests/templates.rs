@@ -80,9 +80,15 @@ fn every_language_template_builds_deploys_and_answers() {
         );
         if language == "c" {
             let source = function.join("src/main.c");
-            std::thread::sleep(std::time::Duration::from_millis(20));
             let text = std::fs::read_to_string(&source).unwrap();
             std::fs::write(&source, text.replace("send some text", "send some words")).unwrap();
+            // Newer than the module just built, whatever the file system's timestamp granularity.
+            std::fs::File::options()
+                .write(true)
+                .open(&source)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(2))
+                .unwrap();
             let out = host.cli(&["deploy", spec.to_str().unwrap()]);
             assert!(String::from_utf8_lossy(&out.stderr).contains("building the module (c)"));
             let reply = host.post(&route, "");

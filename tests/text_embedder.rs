@@ -28,11 +28,12 @@ fn token_ids_equal_the_reference_tokenizer() {
     let module = engine
         .load(
             &wasm,
-            "text-embedder-test",
-            "text-embedder@test",
-            limits,
-            &Default::default(),
-            Default::default(),
+            &aifn_guest::ModuleConfig {
+                digest: "text-embedder-test".into(),
+                tag: "text-embedder@test".into(),
+                limits,
+                ..Default::default()
+            },
         )
         .unwrap();
     let mut mismatches = Vec::new();

@@ -3,12 +3,15 @@
 
 #![allow(dead_code)]
 
+use aifn_host::api::{self, Route};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -36,6 +39,63 @@ pub fn built(relative: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// How often [`wait_until`] and [`wait_until_seen`] probe.
+const POLL_EVERY: Duration = Duration::from_millis(25);
+
+/// Waits for something the test cannot be told about: calls `probe` every 25 ms until it returns
+/// `Some`, and returns what it returned. When `limit` passes first, panics with "not `what` within
+/// `limit`", so `what` says what was awaited ("scaled to zero", "both instances busy"). The probe
+/// runs at least once, and once more at the deadline.
+///
+/// Tests wait with this, and a deadline, never with a fixed sleep before an assertion.
+#[track_caller]
+pub fn wait_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    match poll(limit, || probe().ok_or(())) {
+        Ok(value) => value,
+        Err(()) => panic!("not {what} within {limit:?}"),
+    }
+}
+
+/// [`wait_until`] for a probe that shows what it saw: `Ok` ends the wait, `Err(seen)` goes on
+/// waiting, and the last `seen` (a function's status, say) is in the panic message.
+#[track_caller]
+pub fn wait_until_seen<T, S: std::fmt::Display>(
+    what: &str,
+    limit: Duration,
+    probe: impl FnMut() -> Result<T, S>,
+) -> T {
+    match poll(limit, probe) {
+        Ok(value) => value,
+        Err(seen) => panic!("not {what} within {limit:?}; last seen: {seen:#}"),
+    }
+}
+
+/// Calls `probe` every [`POLL_EVERY`] until it returns `Ok`, or `limit` passes: then its last `Err`.
+fn poll<T, E>(limit: Duration, mut probe: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match probe() {
+            Ok(value) => return Ok(value),
+            Err(last) => last,
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(last);
+        }
+        std::thread::sleep(POLL_EVERY.min(deadline - now));
+    }
+}
+
+/// Sets its flag when dropped, to stop clients that run until the flag is set: also when the test
+/// fails inside the scope they run in, which would otherwise wait for them forever.
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 pub struct TestHost {
@@ -127,14 +187,55 @@ impl TestHost {
         request(&self.url(path), "GET", b"", &[])
     }
 
-    /// GETs a control-plane path (`/metrics`, `/admin/v1/...`) with the admin token.
-    pub fn admin_get(&self, path: &str) -> Reply {
+    /// GETs a path of the control plane with the admin token.
+    fn get_as_admin(&self, path: &str) -> Reply {
         request(
             &self.url(path),
             "GET",
             b"",
             &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
         )
+    }
+
+    /// The host's Prometheus metrics (`GET /metrics`, with the admin token).
+    pub fn metrics(&self) -> Reply {
+        self.get_as_admin("/metrics")
+    }
+
+    /// GETs a control-plane route with the admin token, insists on 200, and decodes the answer
+    /// (`host.admin::<api::FunctionList>(Route::Functions)`).
+    #[track_caller]
+    pub fn admin<T: DeserializeOwned>(&self, route: Route<'_>) -> T {
+        let path = route.path();
+        let reply = self.get_as_admin(&path);
+        assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
+        decode(&reply.body, &format!("the answer to GET {path}"))
+    }
+
+    /// What `aifn status NAME` shows: the serving version and how it runs.
+    #[track_caller]
+    pub fn status(&self, name: &str) -> api::FunctionStatus {
+        self.admin(Route::Function(name))
+    }
+
+    /// The function's audit log, oldest first.
+    #[track_caller]
+    pub fn history(&self, name: &str) -> api::History {
+        self.admin(Route::History(name))
+    }
+
+    /// The versions the host keeps of the function, oldest first.
+    #[track_caller]
+    pub fn versions(&self, name: &str) -> api::VersionList {
+        self.admin(Route::Versions(name))
+    }
+
+    /// Runs the CLI, insists that it succeeds, and decodes the JSON it printed (`aifn status`,
+    /// `aifn versions --json`, ...).
+    #[track_caller]
+    pub fn cli_json<T: DeserializeOwned>(&self, args: &[&str]) -> T {
+        let out = self.cli_ok(args);
+        decode(&out, &format!("what `aifn {}` printed", args.join(" ")))
     }
 
     /// A host whose autoscaler uses a short stable window and scale-down delay (seconds), so
@@ -185,6 +286,23 @@ impl Reply {
             .unwrap_or_default()
             .to_string()
     }
+}
+
+/// `text` as JSON of type `T`; panics showing `what` it is and the text when it is not.
+#[track_caller]
+pub fn decode<T: DeserializeOwned>(text: &str, what: &str) -> T {
+    match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(e) => panic!(
+            "{what} is not a {} ({e}):\n{text}",
+            std::any::type_name::<T>()
+        ),
+    }
+}
+
+/// A value as pretty JSON: what a test shows of an admin answer it did not expect.
+pub fn pretty(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("(not JSON: {e})"))
 }
 
 pub fn request(url: &str, method: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {

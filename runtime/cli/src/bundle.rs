@@ -1,6 +1,6 @@
 //! What a deploy sends: the spec text and the files it references, resolved next to the spec file.
 
-use aifn_host::store::Digest;
+use aifn_host::records::Digest;
 use anyhow::{bail, Context as _};
 use std::path::{Path, PathBuf};
 

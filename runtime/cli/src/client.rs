@@ -1,8 +1,13 @@
-//! The control-plane client used by every `aifn` command but `serve`, `up` and `validate`.
+//! The typed control-plane client used by every `aifn` command but `serve`, `up` and `validate`:
+//! one method per call of the host's API (`aifn_host::api`), taking and returning its types.
 
 use crate::bundle::Bundle;
+use aifn_host::api::{self, Route};
+use aifn_host::records::{Digest, ModelEntry};
+use aifn_spec::RolloutStrategy;
 use anyhow::{bail, Context as _};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::time::Duration;
 
 pub struct Client {
@@ -29,17 +34,22 @@ impl Client {
         &self.base
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    fn url(&self, route: Route<'_>) -> String {
+        format!("{}{}", self.base, route.path())
     }
 
     fn auth(&self) -> String {
         format!("Bearer {}", self.token)
     }
 
-    /// Sends a request and returns the JSON body, turning error bodies into readable errors.
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let url = self.url(path);
+    /// Sends a request and decodes the answer, turning error bodies into readable errors.
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        route: Route<'_>,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<T> {
+        let url = self.url(route);
         let request = ureq::http::Request::builder()
             .method(method)
             .uri(&url)
@@ -49,7 +59,7 @@ impl Client {
             Some(body) => self.agent.run(
                 request
                     .header("content-type", "application/json")
-                    .body(serde_json::to_vec(&body)?)?,
+                    .body(serde_json::to_vec(body)?)?,
             ),
             None => self.agent.run(request.body(())?),
         };
@@ -61,36 +71,99 @@ impl Client {
         })?;
         let status = response.status();
         let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));
         if !status.is_success() {
-            let message = value["error"]["message"].as_str().unwrap_or(&text);
-            bail!("{method} {path} failed ({status}): {message}");
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or(text);
+            bail!("{method} {} failed ({status}): {message}", route.path());
         }
-        Ok(value)
+        serde_json::from_str(&text)
+            .with_context(|| format!("the host's answer to {method} {}", route.path()))
     }
 
-    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.call("GET", path, None)
+    fn get<T: DeserializeOwned>(&self, route: Route<'_>) -> anyhow::Result<T> {
+        self.call("GET", route, None::<&()>)
     }
 
-    pub fn delete(&self, path: &str) -> anyhow::Result<Value> {
-        self.call("DELETE", path, None)
+    pub fn list(&self) -> anyhow::Result<api::FunctionList> {
+        self.get(Route::Functions)
     }
 
-    pub fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call("POST", path, Some(body))
+    pub fn status(&self, name: &str) -> anyhow::Result<api::FunctionStatus> {
+        self.get(Route::Function(name))
     }
 
-    pub fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call("PUT", path, Some(body))
+    pub fn history(&self, name: &str) -> anyhow::Result<api::History> {
+        self.get(Route::History(name))
+    }
+
+    pub fn versions(&self, name: &str) -> anyhow::Result<api::VersionList> {
+        self.get(Route::Versions(name))
+    }
+
+    pub fn delete(&self, name: &str) -> anyhow::Result<api::Deleted> {
+        self.call("DELETE", Route::Function(name), None::<&()>)
+    }
+
+    pub fn rollback(
+        &self,
+        name: &str,
+        request: &api::RollbackRequest,
+    ) -> anyhow::Result<api::DeployOutcome> {
+        self.call("POST", Route::Rollback(name), Some(request))
+    }
+
+    pub fn promote(
+        &self,
+        name: &str,
+        request: &api::PromoteRequest,
+    ) -> anyhow::Result<api::Promoted> {
+        self.call("POST", Route::Promote(name), Some(request))
+    }
+
+    pub fn abort(&self, name: &str, request: &api::AbortRequest) -> anyhow::Result<api::Aborted> {
+        self.call("POST", Route::Abort(name), Some(request))
+    }
+
+    pub fn prune(
+        &self,
+        name: &str,
+        request: &api::PruneRequest,
+    ) -> anyhow::Result<api::PruneOutcome> {
+        self.call("POST", Route::Prune(name), Some(request))
+    }
+
+    pub fn models(&self) -> anyhow::Result<api::ModelList> {
+        self.get(Route::Models)
+    }
+
+    pub fn register_model(&self, id: &str, digest: &Digest) -> anyhow::Result<ModelEntry> {
+        let request = api::RegisterModel {
+            digest: digest.clone(),
+        };
+        self.call("PUT", Route::Model(id), Some(&request))
+    }
+
+    pub fn keys(&self) -> anyhow::Result<api::KeyList> {
+        self.get(Route::Keys)
+    }
+
+    pub fn create_key(&self, request: &api::CreateKey) -> anyhow::Result<api::CreatedKey> {
+        self.call("POST", Route::Keys, Some(request))
+    }
+
+    pub fn revoke_key(&self, id: &str) -> anyhow::Result<api::Revoked> {
+        self.call("DELETE", Route::Key(id), None::<&()>)
     }
 
     /// Uploads an artifact unless the host already has it.
-    pub fn upload(&self, bytes: &[u8], digest: &aifn_host::store::Digest) -> anyhow::Result<()> {
-        let path = format!("/admin/v1/blobs/{digest}");
+    pub fn upload(&self, bytes: &[u8], digest: &Digest) -> anyhow::Result<()> {
+        let text = digest.to_string();
+        let url = self.url(Route::Blob(&text));
         let head = self
             .agent
-            .head(self.url(&path))
+            .head(&url)
             .header("authorization", self.auth())
             .call()
             .with_context(|| format!("cannot reach the aifn host at {}", self.base))?;
@@ -99,7 +172,7 @@ impl Client {
         }
         let mut response = self
             .agent
-            .put(self.url(&path))
+            .put(&url)
             .header("authorization", self.auth())
             .header("content-type", "application/octet-stream")
             .send(bytes)
@@ -114,29 +187,27 @@ impl Client {
         Ok(())
     }
 
-    /// Uploads the bundle's artifacts, then asks the host to deploy it (`strategy`: immediate,
-    /// canary or shadow; `None`: as the spec says).
+    /// Uploads the bundle's artifacts, then asks the host to deploy it (`strategy`: `None` as
+    /// the spec says).
     pub fn deploy(
         &self,
         bundle: &Bundle,
-        strategy: Option<&str>,
+        strategy: Option<RolloutStrategy>,
         reason: Option<&str>,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<api::DeployOutcome> {
         for artifact in bundle.artifacts() {
             self.upload(&artifact.bytes, &artifact.digest)
                 .with_context(|| format!("uploading {}", artifact.path.display()))?;
         }
-        self.post(
-            "/admin/v1/functions",
-            json!({
-                "spec": bundle.spec_yaml,
-                "model": bundle.model.as_ref().map(|a| a.digest.to_string()),
-                "module": bundle.module.as_ref().map(|a| a.digest.to_string()),
-                "fallback_model": bundle.fallback_model.as_ref().map(|a| a.digest.to_string()),
-                "strategy": strategy,
-                "reason": reason,
-            }),
-        )
+        let request = api::DeployRequest {
+            spec: bundle.spec_yaml.clone(),
+            model: bundle.model.as_ref().map(|a| a.digest.clone()),
+            module: bundle.module.as_ref().map(|a| a.digest.clone()),
+            fallback_model: bundle.fallback_model.as_ref().map(|a| a.digest.clone()),
+            strategy,
+            reason: reason.map(str::to_string),
+        };
+        self.call("POST", Route::Functions, Some(&request))
     }
 }
 

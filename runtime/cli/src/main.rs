@@ -4,13 +4,13 @@ mod build;
 mod bundle;
 mod client;
 
-use aifn_host::host::DeployRequest;
+use aifn_host::api::{self, DeployRequest};
+use aifn_host::records::{Actor, Digest};
 use aifn_host::{Host, HostConfig};
 use anyhow::Context as _;
 use bundle::{render_spec_errors, Bundle};
 use clap::{Args, Parser, Subcommand};
 use client::Client;
-use serde_json::{json, Value};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -216,7 +216,7 @@ enum KeysCommand {
 #[derive(Args, Clone)]
 struct ServeArgs {
     /// Address to listen on (`127.0.0.1:0` picks a free port).
-    #[arg(long, env = "AIFN_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "AIFN_LISTEN", default_value = HostConfig::DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Where deployments, artifacts and the admin token are kept.
     #[arg(long, env = "AIFN_STATE_DIR")]
@@ -228,28 +228,28 @@ struct ServeArgs {
     #[arg(long, env = "AIFN_ONNXRUNTIME")]
     onnxruntime: Option<PathBuf>,
     /// Largest request body, in bytes.
-    #[arg(long, env = "AIFN_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "AIFN_MAX_BODY_BYTES", default_value_t = HostConfig::DEFAULT_MAX_BODY_BYTES, value_parser = at_least::<1, usize>)]
     max_body_bytes: usize,
     /// Longest a request may take, in seconds.
-    #[arg(long, env = "AIFN_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "AIFN_REQUEST_TIMEOUT_SECS", default_value_t = HostConfig::DEFAULT_REQUEST_TIMEOUT.as_secs(), value_parser = at_least::<1, u64>)]
     request_timeout_secs: u64,
     /// How long a client may take to send a request's headers, in milliseconds (slow clients are cut off).
-    #[arg(long, env = "AIFN_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "AIFN_HEADER_TIMEOUT_MS", default_value_t = HostConfig::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64, value_parser = at_least::<1, u64>)]
     header_timeout_ms: u64,
     /// Deadline of one module call when the spec sets none, in milliseconds.
-    #[arg(long, env = "AIFN_MODULE_TIMEOUT_MS", default_value_t = 1000)]
+    #[arg(long, env = "AIFN_MODULE_TIMEOUT_MS", default_value_t = HostConfig::DEFAULT_MODULE_TIMEOUT.as_millis() as u64, value_parser = at_least::<1, u64>)]
     module_timeout_ms: u64,
     /// Largest response body or set of tensors a module may return, in bytes (larger: 500).
-    #[arg(long, env = "AIFN_MAX_MODULE_OUTPUT_BYTES", default_value_t = 64 << 20)]
+    #[arg(long, env = "AIFN_MAX_MODULE_OUTPUT_BYTES", default_value_t = HostConfig::DEFAULT_MAX_MODULE_OUTPUT_BYTES, value_parser = at_least::<1, usize>)]
     max_module_output_bytes: usize,
     /// Most instances a function gets, whatever its spec asks (default: number of cores).
-    #[arg(long, env = "AIFN_MAX_INSTANCES")]
+    #[arg(long, env = "AIFN_MAX_INSTANCES", value_parser = at_least::<1, usize>)]
     max_instances: Option<usize>,
     /// The autoscaler's stable window in seconds (Knative's: 60); its panic window is a tenth.
-    #[arg(long, env = "AIFN_AUTOSCALE_WINDOW_SECS", default_value_t = 60.0)]
+    #[arg(long, env = "AIFN_AUTOSCALE_WINDOW_SECS", default_value_t = HostConfig::DEFAULT_AUTOSCALE_STABLE_WINDOW.as_secs_f64(), value_parser = seconds_at_least::<100>)]
     autoscale_window_secs: f64,
     /// Seconds fewer instances must have been enough before the autoscaler removes any.
-    #[arg(long, env = "AIFN_SCALE_DOWN_DELAY_SECS", default_value_t = 30.0)]
+    #[arg(long, env = "AIFN_SCALE_DOWN_DELAY_SECS", default_value_t = HostConfig::DEFAULT_AUTOSCALE_SCALE_DOWN_DELAY.as_secs_f64(), value_parser = seconds_at_least::<0>)]
     scale_down_delay_secs: f64,
     /// HS256 secret that verifies JWTs on `auth: jwt` endpoints.
     #[arg(long, env = "AIFN_JWT_SECRET", hide_env_values = true)]
@@ -258,17 +258,53 @@ struct ServeArgs {
     #[arg(long, env = "AIFN_JWT_JWKS")]
     jwt_jwks: Option<PathBuf>,
     /// Requests per second the host accepts for all functions together (429 above).
-    #[arg(long, env = "AIFN_MAX_REQUESTS_PER_SECOND")]
+    #[arg(long, env = "AIFN_MAX_REQUESTS_PER_SECOND", value_parser = positive_rate)]
     max_requests_per_second: Option<f64>,
     /// http:// URL that rollout events (automatic rollbacks above all) are POSTed to as JSON.
     #[arg(long, env = "AIFN_WEBHOOK_URL")]
     webhook_url: Option<String>,
     /// Versions kept per function; older ones not serving are pruned after each deploy.
-    #[arg(long, env = "AIFN_KEEP_VERSIONS", default_value_t = 20)]
+    #[arg(long, env = "AIFN_KEEP_VERSIONS", default_value_t = HostConfig::DEFAULT_KEEP_VERSIONS, value_parser = at_least::<1, usize>)]
     keep_versions: usize,
     /// How often rollouts are judged, in milliseconds.
-    #[arg(long, env = "AIFN_ROLLOUT_TICK_MS", default_value_t = 500)]
+    #[arg(long, env = "AIFN_ROLLOUT_TICK_MS", default_value_t = HostConfig::DEFAULT_ROLLOUT_TICK.as_millis() as u64, value_parser = at_least::<10, u64>)]
     rollout_tick_ms: u64,
+}
+
+/// A whole number of at least `MIN`; clap names the flag when it is not.
+fn at_least<const MIN: u64, T: std::str::FromStr + TryInto<u64> + Copy>(
+    text: &str,
+) -> Result<T, String> {
+    let value: T = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number"))?;
+    // A value too large for u64 is also large enough.
+    if value.try_into().is_ok_and(|v: u64| v < MIN) {
+        return Err(format!("must be at least {MIN}"));
+    }
+    Ok(value)
+}
+
+/// Seconds, at least `MIN_MS` milliseconds.
+fn seconds_at_least<const MIN_MS: u64>(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    let min = MIN_MS as f64 / 1000.0;
+    if !value.is_finite() || value < min {
+        return Err(format!("must be at least {min} seconds"));
+    }
+    Ok(value)
+}
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err("must be more than 0 requests per second".into());
+    }
+    Ok(value)
 }
 
 #[derive(Args, Clone)]
@@ -352,21 +388,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             build::build(&spec, false)?;
             let bundle = Bundle::load(&spec)?;
             let client = remote.client()?;
+            use aifn_spec::RolloutStrategy;
             let strategy = [
-                (canary, "canary"),
-                (shadow, "shadow"),
-                (immediate, "immediate"),
+                (canary, RolloutStrategy::Canary),
+                (shadow, RolloutStrategy::Shadow),
+                (immediate, RolloutStrategy::Immediate),
             ]
             .into_iter()
-            .find_map(|(set, name)| set.then_some(name));
+            .find_map(|(set, strategy)| set.then_some(strategy));
             let outcome = client.deploy(&bundle, strategy, reason.as_deref())?;
             print_deploy(client.base(), &outcome);
-            if outcome["version"] != outcome["serving_version"]
-                && !outcome["serving_version"].is_null()
-            {
+            if outcome.version != outcome.serving_version {
                 println!(
                     "  rolling out: `aifn status {0}` shows it, `aifn promote {0}` / `aifn abort {0}` act on it",
-                    outcome["name"].as_str().unwrap_or("")
+                    outcome.name
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -377,27 +412,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             reason,
             remote,
         } => {
-            let answer = remote.client()?.post(
-                &format!("/admin/v1/functions/{name}/promote"),
-                json!({ "full": full, "reason": reason }),
-            )?;
-            match answer["rollout"]["phase"]["phase"].as_str() {
-                Some("step") => println!(
-                    "{name}: version {} now takes {}% of traffic",
-                    answer["candidate"], answer["rollout"]["candidate_share"]
+            let answer = remote
+                .client()?
+                .promote(&name, &api::PromoteRequest { full, reason })?;
+            let serving = answer.serving.map_or("?".into(), |v| v.to_string());
+            match answer.rollout.map(|r| (r.phase, r.candidate_share)) {
+                Some((aifn_host::records::Phase::Step { .. }, share)) => println!(
+                    "{name}: version {} now takes {share}% of traffic",
+                    answer.candidate
                 ),
-                Some("watch") => println!(
-                    "{name}: version {} takes all traffic, watched until {}",
-                    answer["serving"],
-                    answer["rollout"]["phase"]["until_ms"]
-                        .as_u64()
-                        .map(format_ms)
-                        .unwrap_or_default()
+                Some((aifn_host::records::Phase::Watch { until_ms, .. }, _)) => println!(
+                    "{name}: version {serving} takes all traffic, watched until {}",
+                    format_ms(until_ms)
                 ),
-                _ => println!(
-                    "{name}: version {} serves all traffic; rollout complete",
-                    answer["serving"]
-                ),
+                _ => println!("{name}: version {serving} serves all traffic; rollout complete"),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -406,57 +434,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             reason,
             remote,
         } => {
-            let answer = remote.client()?.post(
-                &format!("/admin/v1/functions/{name}/abort"),
-                json!({ "reason": reason }),
-            )?;
+            let answer = remote
+                .client()?
+                .abort(&name, &api::AbortRequest { reason })?;
             println!(
                 "{name}: rollout aborted; version {} serves all traffic",
-                answer["serving"]
+                answer.serving
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::History { name, json, remote } => {
-            let history = remote
-                .client()?
-                .get(&format!("/admin/v1/functions/{name}/history"))?;
+            let history = remote.client()?.history(&name)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&history["events"])?);
+                println!("{}", serde_json::to_string_pretty(&history.events)?);
             } else {
                 print_history(&history);
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Prune { name, keep, remote } => {
-            let outcome = remote.client()?.post(
-                &format!("/admin/v1/functions/{name}/prune"),
-                json!({ "keep": keep }),
-            )?;
+            let outcome = remote.client()?.prune(&name, &api::PruneRequest { keep })?;
             println!(
-                "{name}: removed versions {}, kept {}; removed {} unused artifact(s), {} bytes",
-                outcome["pruned"],
-                outcome["kept"],
-                outcome["blobs_removed"],
-                outcome["bytes_freed"]
+                "{name}: removed versions {:?}, kept {}; removed {} unused artifact(s), {} bytes",
+                outcome.pruned, outcome.kept, outcome.blobs_removed, outcome.bytes_freed
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls { remote } => {
-            let list = remote.client()?.get("/admin/v1/functions")?;
-            print_list(&list);
+            print_list(&remote.client()?.list()?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { name, remote } => {
-            let status = remote
-                .client()?
-                .get(&format!("/admin/v1/functions/{name}"))?;
+            let status = remote.client()?.status(&name)?;
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Versions { name, json, remote } => {
-            let versions = remote
-                .client()?
-                .get(&format!("/admin/v1/functions/{name}/versions"))?;
+            let versions = remote.client()?.versions(&name)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&versions)?);
             } else {
@@ -470,48 +484,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             reason,
             remote,
         } => {
-            let outcome = remote.client()?.post(
-                &format!("/admin/v1/functions/{name}/rollback"),
-                json!({ "to": to, "reason": reason }),
-            )?;
-            let verb = if outcome["unchanged"] == json!(true) {
+            let outcome = remote
+                .client()?
+                .rollback(&name, &api::RollbackRequest { to, reason })?;
+            let verb = if outcome.unchanged {
                 "already serving"
             } else {
                 "rolled back to"
             };
             println!(
                 "{name}: {verb} version {} ({})",
-                outcome["version"],
-                outcome["digest"].as_str().unwrap_or("")
+                outcome.version, outcome.digest
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Delete { name, remote } => {
-            let deleted = remote
-                .client()?
-                .delete(&format!("/admin/v1/functions/{name}"))?;
+            let deleted = remote.client()?.delete(&name)?;
             println!(
                 "deleted {name} (was serving version {})",
-                deleted["deleted_version"]
+                deleted.deleted_version
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Models(ModelsCommand::Push { id, file, remote }) => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let digest = aifn_host::store::Digest::of(&bytes);
+            let digest = Digest::of(&bytes);
             let client = remote.client()?;
             client.upload(&bytes, &digest)?;
-            client.put(
-                &format!("/admin/v1/models/{id}"),
-                json!({ "digest": digest.to_string() }),
-            )?;
+            client.register_model(&id, &digest)?;
             println!("model {id} -> {digest} ({} bytes)", bytes.len());
             Ok(ExitCode::SUCCESS)
         }
         Command::Models(ModelsCommand::Ls { remote }) => {
-            let models = remote.client()?.get("/admin/v1/models")?;
-            println!("{}", serde_json::to_string_pretty(&models["models"])?);
+            let models = remote.client()?.models()?;
+            println!("{}", serde_json::to_string_pretty(&models.models)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::Create {
@@ -521,24 +528,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             remote,
         }) => {
             let ttl_seconds = expires.as_deref().map(parse_lifetime).transpose()?;
-            let key = remote.client()?.post(
-                "/admin/v1/keys",
-                json!({ "function": function, "endpoint": endpoint, "ttl_seconds": ttl_seconds }),
-            )?;
+            let key = remote.client()?.create_key(&api::CreateKey {
+                function: function.clone(),
+                endpoint,
+                ttl_seconds,
+            })?;
             eprintln!(
                 "key {} for {function} (shown once; the host keeps only its hash):",
-                key["id"].as_str().unwrap_or("?")
+                key.view.id
             );
-            println!("{}", key["key"].as_str().unwrap_or_default());
+            println!("{}", key.key);
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::List { remote }) => {
-            let keys = remote.client()?.get("/admin/v1/keys")?;
-            println!("{}", serde_json::to_string_pretty(&keys["keys"])?);
+            let keys = remote.client()?.keys()?;
+            println!("{}", serde_json::to_string_pretty(&keys.keys)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::Revoke { id, remote }) => {
-            remote.client()?.delete(&format!("/admin/v1/keys/{id}"))?;
+            remote.client()?.revoke_key(&id)?;
             println!("revoked {id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -640,21 +648,20 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     config.max_body_bytes = args.max_body_bytes;
     config.request_timeout = std::time::Duration::from_secs(args.request_timeout_secs);
     config.module_timeout = std::time::Duration::from_millis(args.module_timeout_ms);
-    config.max_module_output_bytes = args.max_module_output_bytes.max(1);
-    config.header_read_timeout = std::time::Duration::from_millis(args.header_timeout_ms.max(1));
+    config.max_module_output_bytes = args.max_module_output_bytes;
+    config.header_read_timeout = std::time::Duration::from_millis(args.header_timeout_ms);
     config.jwt_secret = args.jwt_secret;
     config.jwt_jwks = args.jwt_jwks;
-    config.max_requests_per_second = args.max_requests_per_second.filter(|r| *r > 0.0);
+    config.max_requests_per_second = args.max_requests_per_second;
     if let Some(max) = args.max_instances {
-        config.max_instances_per_function = max.max(1);
+        config.max_instances_per_function = max;
     }
-    config.autoscale_stable_window =
-        std::time::Duration::from_secs_f64(args.autoscale_window_secs.max(0.1));
+    config.autoscale_stable_window = std::time::Duration::from_secs_f64(args.autoscale_window_secs);
     config.autoscale_scale_down_delay =
-        std::time::Duration::from_secs_f64(args.scale_down_delay_secs.max(0.0));
+        std::time::Duration::from_secs_f64(args.scale_down_delay_secs);
     config.webhook_url = args.webhook_url;
-    config.keep_versions = args.keep_versions.max(1);
-    config.rollout_tick = std::time::Duration::from_millis(args.rollout_tick_ms.max(10));
+    config.keep_versions = args.keep_versions;
+    config.rollout_tick = std::time::Duration::from_millis(args.rollout_tick_ms);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("aifn-io")
@@ -671,7 +678,7 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
             let outcome = deploy_local(&host, bundle)
                 .await
                 .with_context(|| format!("deploying {}", bundle.spec.metadata.name))?;
-            print_deploy(&base, &serde_json::to_value(outcome)?);
+            print_deploy(&base, &outcome);
         }
         println!("aifn listening on {base}");
         std::io::stdout().flush()?;
@@ -685,10 +692,7 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 /// `aifn up`: the same deploy as over HTTP, without the round trip.
-async fn deploy_local(
-    host: &Arc<Host>,
-    bundle: &Bundle,
-) -> anyhow::Result<aifn_host::host::DeployOutcome> {
+async fn deploy_local(host: &Arc<Host>, bundle: &Bundle) -> anyhow::Result<api::DeployOutcome> {
     for artifact in bundle.artifacts() {
         if host.store.blob_size(&artifact.digest).is_none() {
             let mut writer = host.store.blob_writer()?;
@@ -704,10 +708,11 @@ async fn deploy_local(
         strategy: None,
         reason: Some("aifn up".into()),
     };
-    host.deploy(request, &aifn_host::lifecycle::Actor("aifn up".into()))
+    host.control
+        .deploy(request, &Actor("aifn up".into()))
         .await
         .map_err(|e| match e {
-            aifn_host::host::DeployError::Spec(errors) => {
+            aifn_host::control::DeployError::Spec(errors) => {
                 anyhow::anyhow!(render_spec_errors(
                     Path::new(&bundle.spec.metadata.name),
                     &errors
@@ -717,35 +722,36 @@ async fn deploy_local(
         })
 }
 
-fn print_deploy(base: &str, outcome: &Value) {
-    let name = outcome["name"].as_str().unwrap_or("?");
-    let verb = if outcome["unchanged"] == json!(true) {
+fn print_deploy(base: &str, outcome: &api::DeployOutcome) {
+    let name = &outcome.name;
+    let verb = if outcome.unchanged {
         "unchanged"
     } else {
         "deployed"
     };
     println!(
         "{verb} {name} version {} ({})",
-        outcome["version"],
-        outcome["digest"].as_str().unwrap_or("")
+        outcome.version, outcome.digest
     );
-    for endpoint in outcome["endpoints"].as_array().into_iter().flatten() {
+    for endpoint in &outcome.endpoints {
         println!(
             "  {} {base}{}  (auth: {})",
-            endpoint["method"].as_str().unwrap_or(""),
-            endpoint["route"].as_str().unwrap_or(""),
-            endpoint["auth"].as_str().unwrap_or("")
+            endpoint.method,
+            endpoint.route,
+            serde_json::to_value(endpoint.auth)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
         );
     }
     println!("  POST {base}/v2/models/{name}/infer");
-    for warning in outcome["warnings"].as_array().into_iter().flatten() {
-        println!("  warning: {}", warning.as_str().unwrap_or(""));
+    for warning in &outcome.warnings {
+        println!("  warning: {warning}");
     }
 }
 
-fn print_list(list: &Value) {
-    let functions = list["functions"].as_array().cloned().unwrap_or_default();
-    if functions.is_empty() && list["failed"].as_array().is_none_or(|f| f.is_empty()) {
+fn print_list(list: &api::FunctionList) {
+    if list.functions.is_empty() && list.failed.is_empty() {
         println!("no functions deployed");
         return;
     }
@@ -753,28 +759,18 @@ fn print_list(list: &Value) {
         "{:<28} {:>7} {:>8}  {:<24} ENDPOINTS",
         "NAME", "VERSION", "REPLICAS", "MODEL"
     );
-    for f in functions {
-        let endpoints: Vec<&str> = f["endpoints"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+    for f in &list.functions {
         println!(
             "{:<28} {:>7} {:>8}  {:<24} {}",
-            f["name"].as_str().unwrap_or(""),
-            f["version"].to_string(),
-            f["replicas"].to_string(),
-            f["model_id"].as_str().unwrap_or(""),
-            endpoints.join(", ")
+            f.name,
+            f.version,
+            f.replicas,
+            f.model_id,
+            f.endpoints.join(", ")
         );
     }
-    for f in list["failed"].as_array().into_iter().flatten() {
-        println!(
-            "{:<28} FAILED: {}",
-            f["name"].as_str().unwrap_or(""),
-            f["error"].as_str().unwrap_or("")
-        );
+    for f in &list.failed {
+        println!("{:<28} FAILED: {}", f.name, f.error);
     }
 }
 
@@ -784,49 +780,49 @@ fn format_ms(ms: u64) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-fn print_versions(versions: &Value) {
+/// The first characters of a digest, enough to tell versions apart.
+fn short(digest: &Digest) -> String {
+    digest.to_string().chars().take(19).collect()
+}
+
+fn print_versions(versions: &api::VersionList) {
     println!(
         "{:>7}  {:<9}  {:<20}  {:<28}  {:<19}  MODEL",
         "VERSION", "ROLE", "CREATED", "BY", "DIGEST"
     );
-    for v in versions["versions"].as_array().into_iter().flatten() {
-        let digest = v["digest"].as_str().unwrap_or("");
+    for v in &versions.versions {
         println!(
             "{:>7}  {:<9}  {:<20}  {:<28}  {:<19}  {}",
-            v["version"].to_string(),
-            v["role"].as_str().unwrap_or(""),
-            v["created_at"]
-                .as_u64()
-                .map(|s| format_ms(s * 1000))
-                .unwrap_or_default(),
-            v["deployed_by"].as_str().unwrap_or(""),
-            &digest[..digest.len().min(19)],
-            v["model"]["digest"]
-                .as_str()
-                .map_or("", |d| &d[..d.len().min(19)]),
+            v.version,
+            v.role.as_str(),
+            format_ms(v.created_at * 1000),
+            v.deployed_by,
+            short(&v.digest),
+            short(&v.model.digest),
         );
     }
 }
 
-fn print_history(history: &Value) {
-    for e in history["events"].as_array().into_iter().flatten() {
-        let version = match (e["version"].as_u64(), e["serving"].as_u64()) {
+fn print_history(history: &api::History) {
+    for entry in &history.events {
+        let e = &entry.event;
+        let version = match (e.version, e.serving) {
             (Some(v), Some(s)) if s != v && s != 0 => format!("v{v} (serving v{s})"),
             (Some(v), _) => format!("v{v}"),
             _ => String::new(),
         };
         println!(
             "{}  {:<16}  {:<20}  {}",
-            e["at_ms"].as_u64().map(format_ms).unwrap_or_default(),
-            e["action"].as_str().unwrap_or(""),
+            format_ms(e.at_ms),
+            e.action.as_str(),
             version,
-            e["actor"].as_str().unwrap_or("")
+            e.actor
         );
-        if let Some(reason) = e["reason"].as_str().filter(|r| !r.is_empty()) {
-            println!("    {reason}");
+        if !e.reason.is_empty() {
+            println!("    {}", e.reason);
         }
-        if !e["figures"].is_null() {
-            println!("    figures: {}", e["figures"]);
+        if let Some(figures) = &e.figures {
+            println!("    figures: {figures}");
         }
     }
 }

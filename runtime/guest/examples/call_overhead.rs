@@ -40,11 +40,13 @@ fn main() {
         engine
             .load(
                 &wasm,
-                "bench",
-                "bench",
-                limits,
-                &Default::default(),
-                isolation,
+                &aifn_guest::ModuleConfig {
+                    digest: "bench".into(),
+                    tag: "bench".into(),
+                    limits,
+                    isolation,
+                    ..Default::default()
+                },
             )
             .expect("module")
     };

@@ -73,12 +73,34 @@ pub enum LoadError {
 }
 
 /// Limits applied to every call of one module.
+/// How a module is loaded: what names it (its artifact's digest, for the compile cache; a tag
+/// such as `name@v3` for logs and errors), its limits and what it may reach.
+#[derive(Debug, Clone, Default)]
+pub struct ModuleConfig {
+    pub digest: String,
+    pub tag: String,
+    pub limits: CallLimits,
+    pub capabilities: Capabilities,
+    pub isolation: Isolation,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct CallLimits {
     pub timeout: Duration,
     pub memory_bytes: u64,
     /// Upper bound on the size of tensors or a response a module returns.
     pub max_output_bytes: usize,
+}
+
+impl Default for CallLimits {
+    /// The host's defaults: a second per call, 256 MiB of memory, 64 MiB of output.
+    fn default() -> CallLimits {
+        CallLimits {
+            timeout: Duration::from_secs(1),
+            memory_bytes: 256 << 20,
+            max_output_bytes: 64 << 20,
+        }
+    }
 }
 
 /// Per-call store data: WASI with no capabilities granted, memory limits, and log tags.
@@ -221,15 +243,14 @@ impl GuestEngine {
     }
 
     /// Compiles (or loads from the cache) a component and links it against the host.
-    pub fn load(
-        &self,
-        wasm: &[u8],
-        digest: &str,
-        tag: &str,
-        limits: CallLimits,
-        capabilities: &Capabilities,
-        isolation: Isolation,
-    ) -> Result<GuestModule, LoadError> {
+    pub fn load(&self, wasm: &[u8], config: &ModuleConfig) -> Result<GuestModule, LoadError> {
+        let ModuleConfig {
+            digest,
+            tag,
+            limits,
+            capabilities,
+            isolation,
+        } = config;
         // A granted directory must exist now, not fail every request later.
         for (host, _) in &capabilities.read_dirs {
             if let Err(e) = std::fs::read_dir(host) {
@@ -252,10 +273,10 @@ impl GuestEngine {
         Ok(GuestModule {
             engine: self.engine.clone(),
             pre,
-            tag: Arc::from(tag),
-            limits,
+            tag: Arc::from(tag.as_str()),
+            limits: *limits,
             capabilities: Arc::new(capabilities.clone()),
-            idle: (isolation == Isolation::Instance).then(Default::default),
+            idle: (*isolation == Isolation::Instance).then(Default::default),
         })
     }
 

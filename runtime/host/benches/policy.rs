@@ -35,7 +35,8 @@ fn policies(c: &mut Criterion) {
     let policy = EndpointPolicy::new("bench", &spec.spec.endpoints[0], &limiters, &metrics);
     let dir = std::env::temp_dir().join(format!("aifn-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let keys = KeyStore::open(dir.join("keys.json")).unwrap();
+    let store = std::sync::Arc::new(aifn_host::store::Store::open(&dir).unwrap());
+    let keys = KeyStore::open(store).unwrap();
     // A realistic store: the caller's key among a hundred others.
     for _ in 0..99 {
         keys.create("other", None, None).unwrap();

@@ -53,31 +53,51 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
+    // The defaults, in one place: `HostConfig::new` and the `aifn serve` flags both use them.
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:8080";
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+    pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 4 << 30;
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_MODULE_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const DEFAULT_MODULE_MEMORY_BYTES: u64 = 256 << 20;
+    pub const DEFAULT_MAX_MODULE_OUTPUT_BYTES: usize = 64 << 20;
+    pub const DEFAULT_QUEUE_PER_INSTANCE: usize = 64;
+    pub const DEFAULT_AUTOSCALE_TICK: Duration = Duration::from_millis(250);
+    pub const DEFAULT_AUTOSCALE_STABLE_WINDOW: Duration = Duration::from_secs(60);
+    pub const DEFAULT_AUTOSCALE_SCALE_DOWN_DELAY: Duration = Duration::from_secs(30);
+    pub const DEFAULT_ROLLOUT_TICK: Duration = Duration::from_millis(500);
+    pub const DEFAULT_KEEP_VERSIONS: usize = 20;
+
     pub fn new(listen: SocketAddr, state_dir: PathBuf) -> HostConfig {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         HostConfig {
             listen,
             state_dir,
             admin_token: None,
-            max_body_bytes: 1 << 20,
-            max_upload_bytes: 4 << 30,
-            request_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(10),
-            module_timeout: Duration::from_secs(1),
-            module_memory_bytes: 256 << 20,
-            max_module_output_bytes: 64 << 20,
-            max_instances_per_function: cores,
-            queue_per_instance: 64,
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            max_upload_bytes: Self::DEFAULT_MAX_UPLOAD_BYTES,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            module_timeout: Self::DEFAULT_MODULE_TIMEOUT,
+            module_memory_bytes: Self::DEFAULT_MODULE_MEMORY_BYTES,
+            max_module_output_bytes: Self::DEFAULT_MAX_MODULE_OUTPUT_BYTES,
+            max_instances_per_function: Self::default_max_instances(),
+            queue_per_instance: Self::DEFAULT_QUEUE_PER_INSTANCE,
             onnxruntime: None,
             jwt_secret: None,
             jwt_jwks: None,
             max_requests_per_second: None,
-            autoscale_tick: Duration::from_millis(250),
-            autoscale_stable_window: Duration::from_secs(60),
-            autoscale_scale_down_delay: Duration::from_secs(30),
-            rollout_tick: Duration::from_millis(500),
+            autoscale_tick: Self::DEFAULT_AUTOSCALE_TICK,
+            autoscale_stable_window: Self::DEFAULT_AUTOSCALE_STABLE_WINDOW,
+            autoscale_scale_down_delay: Self::DEFAULT_AUTOSCALE_SCALE_DOWN_DELAY,
+            rollout_tick: Self::DEFAULT_ROLLOUT_TICK,
             webhook_url: None,
-            keep_versions: 20,
+            keep_versions: Self::DEFAULT_KEEP_VERSIONS,
         }
+    }
+
+    /// One instance per core.
+    pub fn default_max_instances() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 }

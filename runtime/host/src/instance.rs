@@ -5,12 +5,13 @@
 //! instance (or a bounded queue) and wait on a oneshot reply, so inference never blocks the async
 //! workers, and a full queue is refused at once (backpressure) instead of buffering without end.
 
+pub use crate::api::PoolLoad;
+use crate::autoscale::ScalerWake;
 use aifn_guest::{GuestCall, GuestError, GuestModule, GuestRequest};
 use aifn_model::{ModelError, ModelSession, Signature};
 use aifn_tensor::{batch, encode_v2_response, Tensor};
 use bytes::Bytes;
 use crossbeam_channel::{SendError, Sender};
-use serde::Serialize;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -101,12 +102,26 @@ pub struct InstancePool {
 /// it is called by the autoscaler, never on a request's path).
 pub type SessionFactory = Box<dyn Fn() -> Result<ModelSession, ModelError> + Send + Sync>;
 
+/// What a pool is made of.
+pub struct PoolConfig {
+    pub identity: Identity,
+    /// Instances to start with (at least one).
+    pub instances: usize,
+    pub module: Option<GuestModule>,
+    /// Requests that may wait when every instance is busy.
+    pub queue_capacity: usize,
+    pub batching: Batching,
+    /// Woken when a request finds the pool scaled to zero.
+    pub scaler: ScalerWake,
+}
+
 /// What a new instance is made of.
 struct Spawner {
     identity: Identity,
     module: Option<GuestModule>,
     batching: Batching,
     new_session: SessionFactory,
+    scaler: ScalerWake,
     /// Numbers instance threads for their names.
     started: std::sync::atomic::AtomicUsize,
 }
@@ -129,17 +144,6 @@ struct DispatchState {
     instances: usize,
     /// Busy instances asked to stop once their job is done (scaling down).
     retiring: usize,
-}
-
-/// How busy a pool is, for the autoscaler and `aifn status`.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct PoolLoad {
-    /// Instances serving (retiring ones excluded).
-    pub instances: usize,
-    /// Requests being served.
-    pub running: usize,
-    /// Requests waiting for an instance.
-    pub queued: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,18 +208,21 @@ impl Dispatch {
 }
 
 impl InstancePool {
-    /// Starts `instances` instance threads (at least one): the first with `first`, the others, and
-    /// any the autoscaler adds later, with sessions from `new_session`.
-    #[allow(clippy::too_many_arguments)]
+    /// Starts `config.instances` instance threads (at least one): the first with `first`, the
+    /// others, and any the autoscaler adds later, with sessions from `new_session`.
     pub fn start(
-        identity: Identity,
+        config: PoolConfig,
         first: ModelSession,
         new_session: SessionFactory,
-        instances: usize,
-        module: Option<GuestModule>,
-        queue_capacity: usize,
-        batching: Batching,
     ) -> Result<InstancePool, ModelError> {
+        let PoolConfig {
+            identity,
+            instances,
+            module,
+            queue_capacity,
+            batching,
+            scaler,
+        } = config;
         let pool = InstancePool {
             dispatch: Arc::new(Dispatch {
                 state: Mutex::new(DispatchState {
@@ -233,6 +240,7 @@ impl InstancePool {
                 module,
                 batching,
                 new_session,
+                scaler,
                 started: Default::default(),
             },
             queue_capacity,
@@ -390,7 +398,7 @@ impl InstancePool {
         self.dispatch.queued.notify_one();
         if no_instance {
             // Scaled to zero: the autoscaler starts an instance now rather than at its next tick.
-            crate::autoscale::wake();
+            self.spawner.scaler.wake();
         }
         Ok(receiver)
     }

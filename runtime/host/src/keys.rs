@@ -5,12 +5,12 @@
 //! confirmed with a constant-time comparison. A key belongs to one function, and optionally to one
 //! endpoint of it.
 
-use crate::store::{now_unix, write_atomically, StoreError};
+use crate::records::now_unix;
+use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use subtle::ConstantTimeEq;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -33,8 +33,9 @@ pub enum KeyRejection {
     Forbidden,
 }
 
+/// The keys, kept in the state database and indexed in memory by hash.
 pub struct KeyStore {
-    path: PathBuf,
+    store: Arc<Store>,
     keys: RwLock<Keys>,
 }
 
@@ -61,32 +62,40 @@ fn hash(secret: &str) -> String {
 }
 
 impl KeyStore {
-    pub fn open(path: PathBuf) -> Result<KeyStore, StoreError> {
-        let keys = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                path: path.clone(),
-                message: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+    /// The keys in `store`, after importing a `keys.json` from before the database (renamed
+    /// `keys.json.imported` once its keys are in).
+    pub fn open(store: Arc<Store>) -> Result<KeyStore, StoreError> {
+        let file = store.root().join("keys.json");
+        match std::fs::read(&file) {
+            Ok(bytes) => {
+                let old: Vec<KeyRecord> =
+                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                        path: file.clone(),
+                        message: e.to_string(),
+                    })?;
+                store.write(|txn| old.iter().try_for_each(|key| txn.save_key(key)))?;
+                let target = file.with_extension("json.imported");
+                std::fs::rename(&file, &target).map_err(|source| StoreError::Io {
+                    action: "renaming",
+                    path: target,
+                    source,
+                })?;
+                tracing::info!("imported {} API key(s) from keys.json", old.len());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(StoreError::Io {
                     action: "reading",
-                    path,
+                    path: file,
                     source,
                 })
             }
-        };
+        }
+        let keys = Keys::new(store.keys()?);
         Ok(KeyStore {
-            path,
-            keys: RwLock::new(Keys::new(keys)),
+            store,
+            keys: RwLock::new(keys),
         })
-    }
-
-    fn save(&self, keys: &[KeyRecord]) -> Result<(), StoreError> {
-        write_atomically(
-            &self.path,
-            &serde_json::to_vec_pretty(keys).expect("keys serialise"),
-        )
     }
 
     /// Creates a key and returns its record and the secret, which is never stored.
@@ -107,9 +116,9 @@ impl KeyStore {
             hash: hash(&secret),
         };
         let mut keys = self.keys.write().expect("key lock");
+        self.store.write(|txn| txn.save_key(&record))?;
         let mut records = keys.records.clone();
         records.push(record.clone());
-        self.save(&records)?;
         *keys = Keys::new(records);
         Ok((record, secret))
     }
@@ -124,13 +133,13 @@ impl KeyStore {
         if !keys.records.iter().any(|k| k.id == id) {
             return Ok(false);
         }
+        self.store.write(|txn| txn.remove_key(id))?;
         let records: Vec<KeyRecord> = keys
             .records
             .iter()
             .filter(|k| k.id != id)
             .cloned()
             .collect();
-        self.save(&records)?;
         *keys = Keys::new(records);
         Ok(true)
     }

@@ -1,8 +1,8 @@
 //! What a version's answers were over the last minutes (requests, 5xx errors, latency), for
 //! judging rollouts; and how a shadow's answers differ from the stable version's.
 
-use crate::rollout::Figures;
-use serde::Serialize;
+use crate::records::Figures;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -89,7 +89,7 @@ impl Outcomes {
 }
 
 /// How a shadow's answers compare with the stable version's, over the rollout.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Disagreement {
     /// Requests both versions answered (any status).
     pub compared: u64,

@@ -9,9 +9,8 @@
 //! whose error rate or p95 crosses the thresholds fails, and the last good version takes the
 //! traffic back.
 
-use crate::store::Phase;
+use crate::records::{Figures, Phase};
 use aifn_spec::Rollout;
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// A p95 is only called worse when it is also this much over the stable one: at sub-millisecond
@@ -21,25 +20,6 @@ pub const LATENCY_SLACK_MS: f64 = 2.0;
 /// A p95 over the threshold fails a version only once it has stayed over this long: a version just
 /// given more traffic is slow while its pool grows to the new load. (Errors fail at once.)
 pub const LATENCY_PERSISTENCE: Duration = Duration::from_secs(3);
-
-/// What one version did over a window.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Figures {
-    pub requests: u64,
-    /// Answers with a 5xx status (the function's fault; 4xx are the caller's).
-    pub errors: u64,
-    pub p95_ms: Option<f64>,
-}
-
-impl Figures {
-    pub fn error_rate(&self) -> f64 {
-        if self.requests == 0 {
-            0.0
-        } else {
-            self.errors as f64 / self.requests as f64
-        }
-    }
-}
 
 /// What to do with a rollout now.
 #[derive(Debug, Clone, PartialEq)]

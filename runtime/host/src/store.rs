@@ -5,18 +5,24 @@
 //! Layout:
 //! ```text
 //! blobs/sha256/<hex>   model files and WASM components, named by their sha256
-//! state.redb           versions, deployments, rollouts, audit events, model ids
+//! state.redb           versions, deployments, rollouts, audit events, model ids, API keys
+//! admin-token          the control plane's token (mode 0600)
 //! compiled/            compiled components, cached by digest
 //! ```
+//! The admin token stays a file of its own: `aifn` commands on the host's machine read it while
+//! the host holds `state.redb` open, and redb lets only one process open a database. Older
+//! layouts are imported on first start: per-version JSON files, and `keys.json`.
 //! A change of what serves traffic is one database transaction (the new version, the deployment
 //! and the audit event together), and blobs land (synced, renamed) before any record names them:
 //! a host killed at any moment, even by `kill -9`, restarts with either the old or the new state,
 //! never half of one.
 
+use crate::keys::KeyRecord;
+pub use crate::records::now_unix;
+use crate::records::{Artifact, AuditEvent, Deployment, Digest, ModelEntry, VersionRecord};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
-use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -51,114 +57,6 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// A sha256 digest, shown as `sha256:<64 hex>`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(String);
-
-impl Digest {
-    pub fn of(bytes: &[u8]) -> Digest {
-        Digest(hex::encode(Sha256::digest(bytes)))
-    }
-
-    /// Accepts `sha256:<hex>` or bare hex.
-    pub fn parse(text: &str) -> Option<Digest> {
-        let hex = text.strip_prefix("sha256:").unwrap_or(text);
-        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| Digest(hex.to_ascii_lowercase()))
-    }
-
-    pub fn hex(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.0)
-    }
-}
-
-impl Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Digest::parse(&text)
-            .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a sha256 digest")))
-    }
-}
-
-/// An artifact a version uses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Artifact {
-    pub digest: Digest,
-    pub size: u64,
-}
-
-/// One immutable deploy of a function.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VersionRecord {
-    pub name: String,
-    pub version: u64,
-    /// Digest of the spec text and the artifacts' digests: equal digests mean equal deployments.
-    pub digest: Digest,
-    /// The spec exactly as submitted.
-    pub spec_yaml: String,
-    pub model_id: String,
-    pub model: Artifact,
-    pub module: Option<Artifact>,
-    /// The lighter model of `spec.fallback`, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback_model: Option<Artifact>,
-    /// Seconds since the Unix epoch.
-    pub created_at: u64,
-    /// Who deployed it (see [`AuditEvent::actor`]).
-    #[serde(default)]
-    pub deployed_by: String,
-}
-
-impl VersionRecord {
-    /// The blobs this version needs.
-    pub fn artifacts(&self) -> impl Iterator<Item = &Artifact> {
-        std::iter::once(&self.model)
-            .chain(self.module.as_ref())
-            .chain(self.fallback_model.as_ref())
-    }
-
-    pub fn deployment_digest(
-        spec_yaml: &str,
-        model: &Artifact,
-        module: Option<&Artifact>,
-        fallback_model: Option<&Artifact>,
-    ) -> Digest {
-        let mut hasher = Sha256::new();
-        hasher.update(spec_yaml.as_bytes());
-        hasher.update(b"\0model\0");
-        hasher.update(model.digest.hex());
-        if let Some(module) = module {
-            hasher.update(b"\0module\0");
-            hasher.update(module.digest.hex());
-        }
-        if let Some(fallback) = fallback_model {
-            hasher.update(b"\0fallback\0");
-            hasher.update(fallback.digest.hex());
-        }
-        Digest(hex::encode(hasher.finalize()))
-    }
-}
-
-/// Which artifact a model id resolves to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelEntry {
-    pub id: String,
-    pub model: Artifact,
-    pub updated_at: u64,
-}
-
 /// (function, version) → [`VersionRecord`] as JSON.
 const VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("versions");
 /// function → [`Deployment`] as JSON; absent for functions not deployed.
@@ -167,73 +65,8 @@ const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployme
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
 /// model id → [`ModelEntry`] as JSON.
 const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
-
-/// What serves a function's traffic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Deployment {
-    /// The version callers get (during a canary, all but the candidate's share).
-    pub stable: u64,
-    /// A new version on its way in, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<RolloutRecord>,
-}
-
-/// A rollout in progress, as it must survive a restart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutRecord {
-    /// The new version.
-    pub candidate: u64,
-    /// The version it replaces: the last known good one, which takes the traffic back if the
-    /// candidate fails.
-    pub previous: u64,
-    pub strategy: aifn_spec::RolloutStrategy,
-    pub phase: Phase,
-    pub started_at_ms: u64,
-}
-
-/// Where a rollout is. In `Step` and `Shadow` the stable version is `previous`; in `Watch` it is
-/// the candidate, and `previous` stays loaded to take the traffic back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "phase", rename_all = "snake_case")]
-pub enum Phase {
-    /// The candidate takes `rollout.steps[index]` percent of traffic, since `since_ms`.
-    Step { index: usize, since_ms: u64 },
-    /// The candidate gets a copy of live traffic.
-    Shadow { since_ms: u64 },
-    /// The candidate takes all traffic and is watched until `until_ms`, against the stable
-    /// version's figures from before its promotion.
-    Watch {
-        until_ms: u64,
-        baseline: crate::rollout::Figures,
-    },
-}
-
-/// One entry of a function's audit log: who did what, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEvent {
-    /// Position in the function's log (assigned when written).
-    #[serde(default, skip_serializing)]
-    pub seq: u64,
-    /// Milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    pub function: String,
-    /// Who: the caller of the control plane (`X-Aifn-Actor`, and its address), or `aifn` for
-    /// the platform's own actions.
-    pub actor: String,
-    /// deploy, rollout_started, step, promoted, rollout_complete, aborted, auto_rollback,
-    /// rollback, resumed, deleted, pruned.
-    pub action: String,
-    /// The version acted on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<u64>,
-    /// The version serving (most) traffic afterwards.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serving: Option<u64>,
-    pub reason: String,
-    /// The figures that led to an automatic action.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub figures: Option<serde_json::Value>,
-}
+/// API key id → [`KeyRecord`] as JSON (the key's hash, never its secret).
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 
 pub struct Store {
     root: PathBuf,
@@ -258,6 +91,7 @@ impl Store {
             txn.tx.open_table(DEPLOYMENTS).map_err(db)?;
             txn.tx.open_table(EVENTS).map_err(db)?;
             txn.tx.open_table(MODELS).map_err(db)?;
+            txn.tx.open_table(KEYS).map_err(db)?;
             Ok(())
         })?;
         if !existed {
@@ -313,7 +147,7 @@ impl Store {
         mut writer: BlobWriter,
         expected: &Digest,
     ) -> Result<Artifact, StoreError> {
-        let actual = Digest(hex::encode(std::mem::take(&mut writer.hasher).finalize()));
+        let actual = Digest::from_bytes(std::mem::take(&mut writer.hasher).finalize().into());
         if &actual != expected {
             return Err(StoreError::DigestMismatch {
                 expected: expected.clone(),
@@ -448,6 +282,19 @@ impl Store {
 
     pub fn register_model(&self, entry: &ModelEntry) -> Result<(), StoreError> {
         self.write(|txn| txn.register_model(entry))
+    }
+
+    /// Every API key's record.
+    pub fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.read(|tx| {
+            let table = tx.open_table(KEYS).map_err(db)?;
+            let mut keys = Vec::new();
+            for row in table.iter().map_err(db)? {
+                let (_, bytes) = row.map_err(db)?;
+                keys.push(decode(bytes.value(), "key")?);
+            }
+            Ok(keys)
+        })
     }
 
     /// Deletes the blobs no kept version and no model id names, if older than `min_age` (so an
@@ -599,6 +446,20 @@ impl Txn {
         Ok(())
     }
 
+    pub fn save_key(&mut self, key: &KeyRecord) -> Result<(), StoreError> {
+        let mut table = self.tx.open_table(KEYS).map_err(db)?;
+        let json = serde_json::to_vec(key).expect("keys serialise");
+        table.insert(key.id.as_str(), json.as_slice()).map_err(db)?;
+        Ok(())
+    }
+
+    /// Removes a key; returns whether it existed.
+    pub fn remove_key(&mut self, id: &str) -> Result<bool, StoreError> {
+        let mut table = self.tx.open_table(KEYS).map_err(db)?;
+        let removed = table.remove(id).map_err(db)?.is_some();
+        Ok(removed)
+    }
+
     pub fn register_model(&mut self, entry: &ModelEntry) -> Result<(), StoreError> {
         let mut table = self.tx.open_table(MODELS).map_err(db)?;
         let json = serde_json::to_vec(entry).expect("entries serialise");
@@ -675,15 +536,10 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_err("syncing", dir))
 }
 
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::{Actor, AuditAction};
 
     fn temp_store() -> (Store, PathBuf) {
         let dir = std::env::temp_dir().join(format!("aifn-store-{:016x}", rand::random::<u64>()));
@@ -732,18 +588,8 @@ mod tests {
         }
     }
 
-    fn event(function: &str, action: &str) -> AuditEvent {
-        AuditEvent {
-            seq: 0,
-            at_ms: 1,
-            function: function.into(),
-            actor: "test".into(),
-            action: action.into(),
-            version: None,
-            serving: None,
-            reason: String::new(),
-            figures: None,
-        }
+    fn event(function: &str, action: AuditAction) -> AuditEvent {
+        AuditEvent::new(function, &Actor("test".into()), action, None, "")
     }
 
     #[test]
@@ -765,14 +611,14 @@ mod tests {
                             rollout: None,
                         }),
                     )?;
-                    txn.log(&event("f", "deploy"))
+                    txn.log(&event("f", AuditAction::Deploy))
                 })
                 .unwrap();
         }
         // A change that fails half-way leaves nothing behind.
         let failed = store.write(|txn| {
             txn.save_version(&record("f", 3, &artifact))?;
-            txn.log(&event("f", "deploy"))?;
+            txn.log(&event("f", AuditAction::Deploy))?;
             Err::<(), _>(StoreError::NoSuchVersion("f".into(), 9))
         });
         assert!(failed.is_err());

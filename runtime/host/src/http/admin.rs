@@ -3,9 +3,9 @@
 
 use super::error::{json_response, ApiError, HttpResponse};
 use super::read_body;
-use crate::host::{DeployRequest, Host};
-use crate::lifecycle::Actor;
-use crate::store::{now_unix, Digest, ModelEntry};
+use crate::api::{self, DeployRequest, Route};
+use crate::host::Host;
+use crate::records::{now_unix, Actor, Artifact, Digest, ModelEntry};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -44,18 +44,15 @@ pub(super) async fn handle(
     authorize(&host, &request)?;
     let actor = actor(&request);
     let path = request.uri().path().to_string();
-    let segments: Vec<&str> = path
-        .trim_start_matches("/admin/v1")
-        .trim_start_matches('/')
-        .split('/')
-        .collect();
     let method = request.method().clone();
-    match (&method, segments.as_slice()) {
-        (&Method::GET, ["functions"]) => Ok(list(&host)),
-        (&Method::POST, ["functions"]) => {
-            let body = read_body(request, MAX_ADMIN_JSON).await?;
-            let deploy: DeployRequest = parse_json(&body)?;
-            let outcome = host.deploy(deploy, &actor).await?;
+    let not_found = || ApiError::not_found(format!("no control-plane route {method} {path}"));
+    let route = Route::parse(&path).ok_or_else(not_found)?;
+    let control = &host.control;
+    match (&method, route) {
+        (&Method::GET, Route::Functions) => Ok(ok(&control.list())),
+        (&Method::POST, Route::Functions) => {
+            let deploy: DeployRequest = json_body(request).await?;
+            let outcome = control.deploy(deploy, &actor).await?;
             let status = if outcome.unchanged {
                 StatusCode::OK
             } else {
@@ -63,115 +60,58 @@ pub(super) async fn handle(
             };
             Ok(json_response(status, &json!(outcome)))
         }
-        (&Method::GET, ["functions", name]) => host
+        (&Method::GET, Route::Function(name)) => control
             .status(name)
-            .map(|status| json_response(StatusCode::OK, &json!(status)))
-            .ok_or_else(|| ApiError::not_found(format!("no function named `{name}`"))),
-        (&Method::DELETE, ["functions", name]) => {
-            let version = host.delete(name, &actor).await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({ "name": name, "deleted_version": version }),
-            ))
+            .map(|status| ok(&status))
+            .ok_or_else(|| no_function(name)),
+        (&Method::DELETE, Route::Function(name)) => {
+            let version = control.delete(name, &actor).await?;
+            Ok(ok(&api::Deleted {
+                name: name.to_string(),
+                deleted_version: version,
+            }))
         }
-        (&Method::POST, ["functions", name, "rollback"]) => {
-            #[derive(Deserialize, Default)]
-            #[serde(deny_unknown_fields)]
-            struct Rollback {
-                to: Option<u64>,
-                reason: Option<String>,
-            }
-            let rollback: Rollback = optional_json(request).await?;
-            let outcome = host
+        (&Method::POST, Route::Rollback(name)) => {
+            let rollback: api::RollbackRequest = optional_json(request).await?;
+            let outcome = control
                 .rollback(name, rollback.to, &actor, rollback.reason.as_deref())
                 .await?;
-            Ok(json_response(StatusCode::OK, &json!(outcome)))
+            Ok(ok(&outcome))
         }
-        (&Method::POST, ["functions", name, "promote"]) => {
-            #[derive(Deserialize, Default)]
-            #[serde(deny_unknown_fields)]
-            struct Promote {
-                #[serde(default)]
-                full: bool,
-                reason: Option<String>,
-            }
-            let promote: Promote = optional_json(request).await?;
-            let record = host
+        (&Method::POST, Route::Promote(name)) => {
+            let promote: api::PromoteRequest = optional_json(request).await?;
+            let record = control
                 .promote(name, promote.full, &actor, promote.reason.as_deref())
                 .await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({ "name": name, "rollout": host.rollout_view(name), "serving": host.function(name).map(|f| f.version()), "candidate": record.candidate }),
-            ))
+            Ok(ok(&api::Promoted {
+                name: name.to_string(),
+                rollout: control.rollout_view(name),
+                serving: control.registry.function(name).map(|f| f.version()),
+                candidate: record.candidate,
+            }))
         }
-        (&Method::POST, ["functions", name, "abort"]) => {
-            #[derive(Deserialize, Default)]
-            #[serde(deny_unknown_fields)]
-            struct Abort {
-                reason: Option<String>,
-            }
-            let abort: Abort = optional_json(request).await?;
-            let serving = host.abort(name, &actor, abort.reason.as_deref()).await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({ "name": name, "serving": serving }),
-            ))
+        (&Method::POST, Route::Abort(name)) => {
+            let abort: api::AbortRequest = optional_json(request).await?;
+            let serving = control.abort(name, &actor, abort.reason.as_deref()).await?;
+            Ok(ok(&api::Aborted {
+                name: name.to_string(),
+                serving,
+            }))
         }
-        (&Method::POST, ["functions", name, "prune"]) => {
-            #[derive(Deserialize, Default)]
-            #[serde(deny_unknown_fields)]
-            struct Prune {
-                keep: Option<usize>,
-            }
-            let prune: Prune = optional_json(request).await?;
-            let keep = prune.keep.unwrap_or(host.config.keep_versions);
-            let outcome = host.prune(name, keep, &actor).await?;
-            Ok(json_response(StatusCode::OK, &json!(outcome)))
+        (&Method::POST, Route::Prune(name)) => {
+            let prune: api::PruneRequest = optional_json(request).await?;
+            let keep = prune.keep.unwrap_or(control.keep_versions);
+            Ok(ok(&control.prune(name, keep, &actor).await?))
         }
-        (&Method::GET, ["functions", name, "history"]) => {
-            let events = host.store.history(name)?;
-            if events.is_empty() {
-                return Err(ApiError::not_found(format!("no function named `{name}`")));
-            }
-            let events: Vec<_> = events
-                .into_iter()
-                .map(|e| {
-                    let mut view = json!(e);
-                    view["seq"] = json!(e.seq);
-                    view
-                })
-                .collect();
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({ "name": name, "events": events }),
-            ))
-        }
-        (&Method::GET, ["functions", name, "versions"]) => {
-            let deployment = host.store.deployment(name)?;
-            let role = |version: u64| {
-                let Some(d) = &deployment else { return "" };
-                match &d.rollout {
-                    Some(r) if r.candidate == version && d.stable != version => "candidate",
-                    Some(r) if r.previous == version && d.stable != version => "previous",
-                    _ if d.stable == version => "stable",
-                    _ => "",
-                }
-            };
-            let versions: Vec<_> = host
-                .store
-                .versions(name)?
-                .into_iter()
-                .map(|r| json!({ "version": r.version, "role": role(r.version), "digest": r.digest, "created_at": r.created_at, "deployed_by": r.deployed_by, "model": r.model, "module": r.module, "fallback_model": r.fallback_model }))
-                .collect();
-            if versions.is_empty() {
-                return Err(ApiError::not_found(format!("no function named `{name}`")));
-            }
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({ "name": name, "versions": versions }),
-            ))
-        }
-        (&Method::HEAD, ["blobs", digest]) => {
+        (&Method::GET, Route::History(name)) => control
+            .history(name)?
+            .map(|history| ok(&history))
+            .ok_or_else(|| no_function(name)),
+        (&Method::GET, Route::Versions(name)) => control
+            .versions(name)?
+            .map(|versions| ok(&versions))
+            .ok_or_else(|| no_function(name)),
+        (&Method::HEAD, Route::Blob(digest)) => {
             let digest = parse_digest(digest)?;
             let status = if host.store.blob_size(&digest).is_some() {
                 StatusCode::OK
@@ -182,27 +122,18 @@ pub(super) async fn handle(
             *response.status_mut() = status;
             Ok(response)
         }
-        (&Method::PUT, ["blobs", digest]) => {
+        (&Method::PUT, Route::Blob(digest)) => {
             let digest = parse_digest(digest)?;
-            if host.store.blob_size(&digest).is_some() {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &json!({ "digest": digest, "stored": "already" }),
-                ));
+            if let Some(size) = host.store.blob_size(&digest) {
+                return Ok(ok(&api::Uploaded { digest, size }));
             }
             upload(&host, request, &digest).await
         }
-        (&Method::GET, ["models"]) => Ok(json_response(
-            StatusCode::OK,
-            &json!({ "models": host.store.models()? }),
-        )),
-        (&Method::PUT, ["models", id]) => {
-            #[derive(Deserialize)]
-            struct Register {
-                digest: Digest,
-            }
-            let body = read_body(request, MAX_ADMIN_JSON).await?;
-            let register: Register = parse_json(&body)?;
+        (&Method::GET, Route::Models) => Ok(ok(&api::ModelList {
+            models: host.store.models()?,
+        })),
+        (&Method::PUT, Route::Model(id)) => {
+            let register: api::RegisterModel = json_body(request).await?;
             let size = host.store.blob_size(&register.digest).ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -221,49 +152,53 @@ pub(super) async fn handle(
             }
             let entry = ModelEntry {
                 id: id.to_string(),
-                model: crate::store::Artifact {
+                model: Artifact {
                     digest: register.digest,
                     size,
                 },
                 updated_at: now_unix(),
             };
             host.store.register_model(&entry)?;
-            Ok(json_response(StatusCode::OK, &json!(entry)))
+            Ok(ok(&entry))
         }
-        (&Method::GET, ["keys"]) => {
-            let keys: Vec<_> = host.keys.list().into_iter().map(key_view).collect();
-            Ok(json_response(StatusCode::OK, &json!({ "keys": keys })))
-        }
-        (&Method::POST, ["keys"]) => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct CreateKey {
-                function: String,
-                endpoint: Option<String>,
-                ttl_seconds: Option<u64>,
-            }
-            let body = read_body(request, MAX_ADMIN_JSON).await?;
-            let create: CreateKey = parse_json(&body)?;
+        (&Method::GET, Route::Keys) => Ok(ok(&api::KeyList {
+            keys: host.keys.list().into_iter().map(key_view).collect(),
+        })),
+        (&Method::POST, Route::Keys) => {
+            let create: api::CreateKey = json_body(request).await?;
             let (record, secret) = host.keys.create(
                 &create.function,
                 create.endpoint.as_deref(),
                 create.ttl_seconds,
             )?;
-            let mut view = key_view(record);
-            view["key"] = json!(secret);
-            Ok(json_response(StatusCode::CREATED, &view))
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!(api::CreatedKey {
+                    view: key_view(record),
+                    key: secret,
+                }),
+            ))
         }
-        (&Method::DELETE, ["keys", id]) => {
+        (&Method::DELETE, Route::Key(id)) => {
             if host.keys.revoke(id)? {
-                Ok(json_response(StatusCode::OK, &json!({ "revoked": id })))
+                Ok(ok(&api::Revoked {
+                    revoked: id.to_string(),
+                }))
             } else {
                 Err(ApiError::not_found(format!("no key with id `{id}`")))
             }
         }
-        _ => Err(ApiError::not_found(format!(
-            "no control-plane route {method} {path}"
-        ))),
+        _ => Err(not_found()),
     }
+}
+
+fn no_function(name: &str) -> ApiError {
+    ApiError::not_found(format!("no function named `{name}`"))
+}
+
+/// A 200 answer with `value` as its JSON body.
+fn ok<T: serde::Serialize>(value: &T) -> HttpResponse {
+    json_response(StatusCode::OK, &json!(value))
 }
 
 /// Who calls the control plane, for the audit log: the `X-Aifn-Actor` header the CLI sets
@@ -299,41 +234,20 @@ async fn optional_json<T: for<'de> Deserialize<'de> + Default>(
     }
 }
 
-fn key_view(key: crate::keys::KeyRecord) -> serde_json::Value {
-    json!({
-        "id": key.id,
-        "function": key.function,
-        "endpoint": key.endpoint,
-        "created_at": key.created_at,
-        "expires_at": key.expires_at,
-    })
+async fn json_body<T: for<'de> Deserialize<'de>>(
+    request: Request<Incoming>,
+) -> Result<T, ApiError> {
+    parse_json(&read_body(request, MAX_ADMIN_JSON).await?)
 }
 
-fn list(host: &Host) -> HttpResponse {
-    let functions: Vec<_> = host
-        .function_names()
-        .iter()
-        .filter_map(|name| host.function(name))
-        .map(|f| {
-            json!({
-                "name": f.name(),
-                "version": f.version(),
-                "digest": f.record.digest,
-                "model_id": f.record.model_id,
-                "replicas": f.placement.replicas,
-                "endpoints": f.spec.spec.endpoints.iter().map(|e| format!("{} {}", e.method, e.route)).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let failed: Vec<_> = host
-        .load_errors()
-        .into_iter()
-        .map(|(name, error)| json!({ "name": name, "error": error }))
-        .collect();
-    json_response(
-        StatusCode::OK,
-        &json!({ "functions": functions, "failed": failed }),
-    )
+fn key_view(key: crate::keys::KeyRecord) -> api::KeyView {
+    api::KeyView {
+        id: key.id,
+        function: key.function,
+        endpoint: key.endpoint,
+        created_at: key.created_at,
+        expires_at: key.expires_at,
+    }
 }
 
 /// Streams an artifact into the store; it lands only if its sha256 matches the URL.
@@ -364,7 +278,10 @@ async fn upload(
     let artifact = host.store.finish_blob(writer, digest)?;
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({ "digest": artifact.digest, "size": artifact.size }),
+        &json!(api::Uploaded {
+            digest: artifact.digest,
+            size: artifact.size,
+        }),
     ))
 }
 

@@ -8,13 +8,14 @@ use super::error::{json_response, ApiError, HttpResponse};
 use super::{rate_headers, PeerAddr};
 use super::{read_body, read_incoming};
 use crate::function::LoadedFunction;
-use crate::host::{Host, RouteMatch};
-use crate::instance::{Reply, Work};
+use crate::instance::{InvokeError, Overloaded, Reply, Work};
+use crate::keys::KeyStore;
 use crate::metrics::{EndpointMetrics, FunctionLabels, Metrics};
-use crate::policy::access;
+use crate::policy::access::{self, JwtVerifier};
 use crate::policy::cache::{CachedReply, Lookup};
-use crate::policy::rate_limit::{Allowed, Limited};
+use crate::policy::rate_limit::{Allowed, HostLimiter, Limited};
 use crate::policy::{Caller, EndpointPolicy};
+use crate::registry::{LiveRollout, Registry, RouteMatch};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -28,13 +29,31 @@ use std::time::Instant;
 /// Headers a module never sees: credentials stay with the host.
 const PRIVATE_HEADERS: [&str; 3] = ["authorization", "x-api-key", "cookie"];
 
+/// What the data plane needs: the registry, and what admits and bounds a request.
+pub struct DataPlane {
+    pub registry: Arc<Registry>,
+    pub keys: Arc<KeyStore>,
+    pub jwt: JwtVerifier,
+    /// The host's own rate limit over all functions, if any.
+    pub host_limit: Option<HostLimiter>,
+    pub metrics: Arc<Metrics>,
+    pub limits: RequestLimits,
+}
+
+/// The host's bounds on one request (an endpoint may set tighter ones).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub request_timeout: std::time::Duration,
+    pub max_body_bytes: usize,
+}
+
 pub(super) async fn endpoint(
-    host: Arc<Host>,
+    data: Arc<DataPlane>,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let path = request.uri().path().to_string();
-    let function = match host.route(request.method().as_str(), &path) {
-        RouteMatch::Found(function) => function,
+    let serving = match data.registry.route(request.method().as_str(), &path) {
+        RouteMatch::Found(serving) => serving,
         RouteMatch::WrongMethod(allowed) => {
             let allowed: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
             return Err(ApiError::new(
@@ -52,25 +71,27 @@ pub(super) async fn endpoint(
             return Err(ApiError::not_found(format!("no function serves {path}")))
         }
     };
+    let function = serving.stable.clone();
     let Some(policy) = function.endpoint(request.method().as_str(), &path) else {
         return Err(ApiError::not_found(format!("no function serves {path}")));
     };
     let started = Instant::now();
-    let deadline = policy.timeout.map_or(host.config.request_timeout, |t| {
-        t.min(host.config.request_timeout)
-    });
+    let limits = data.limits;
+    let deadline = policy
+        .timeout
+        .map_or(limits.request_timeout, |t| t.min(limits.request_timeout));
     // The version that answers (a canary's candidate for its share), and a shadow's copy.
     let mut answering = function.clone();
     let mut shadow_job = None;
     let served = tokio::time::timeout(deadline, async {
         let admitted = admit(
-            &host,
+            &data,
             &function,
             std::slice::from_ref(policy),
             &path,
             &request,
         )?;
-        let choice = host.choose(&function, &admitted.caller, request.headers());
+        let choice = serving.choose(&admitted.caller, request.headers());
         answering = choice.serve.clone();
         let function = choice.serve;
         let no_cache = request
@@ -80,9 +101,9 @@ pub(super) async fn endpoint(
             .map(str::to_ascii_lowercase)
             .is_some_and(|v| v.contains("no-cache") || v.contains("no-store"));
         let (parts, body) = request.into_parts();
-        let limit = policy.max_body.map_or(host.config.max_body_bytes, |m| {
-            m.min(host.config.max_body_bytes)
-        });
+        let limit = policy
+            .max_body
+            .map_or(limits.max_body_bytes, |m| m.min(limits.max_body_bytes));
         let body = read_incoming(&parts.headers, body, limit)
             .await
             .map_err(|e| e.with_rate(admitted.rate))?;
@@ -106,7 +127,7 @@ pub(super) async fn endpoint(
         let mut served = match &policy.cache {
             Some(cache) if !no_cache => {
                 let run = async {
-                    let reply = invoke(&host, &function, work(body.clone()))
+                    let reply = invoke(&data, &function, work(body.clone()))
                         .await
                         .map_err(NotStored::Error)?;
                     if (200..300).contains(&reply.status) {
@@ -148,7 +169,7 @@ pub(super) async fn endpoint(
                 if cache.is_some() {
                     policy.metrics.cache_lookup("bypass");
                 }
-                let reply = invoke(&host, &function, work(body))
+                let reply = invoke(&data, &function, work(body))
                     .await
                     .map_err(|e| e.with_rate(admitted.rate))?;
                 Served {
@@ -177,10 +198,10 @@ pub(super) async fn endpoint(
             Ok(served) => (served.status, served.body.clone()),
             Err(error) => (error.status.as_u16(), Bytes::new()),
         };
-        tokio::spawn(run_shadow(shadow, live, work, stable));
+        tokio::spawn(run_shadow(data.clone(), shadow, live, work, stable));
     }
     Ok(finish(
-        &host,
+        &data,
         &answering,
         Some(&policy.metrics),
         &path,
@@ -190,25 +211,25 @@ pub(super) async fn endpoint(
 }
 
 /// Runs a shadow's copy of a request and compares its answer with the one the caller got. Off
-/// the caller's path: the caller has its answer already, and never sees this one.
+/// the caller's path: the caller has its answer already, and never sees this one. A copy the
+/// shadow has no room for is shed, not queued, and not counted as its answer.
 async fn run_shadow(
+    data: Arc<DataPlane>,
     shadow: Arc<LoadedFunction>,
-    live: Arc<crate::lifecycle::LiveRollout>,
+    live: Arc<LiveRollout>,
     work: Work,
     stable: (u16, Bytes),
 ) {
-    let started = Instant::now();
-    let Ok(receiver) = shadow.pool.submit(work) else {
-        live.disagreement.lock().expect("rollout lock").shed += 1;
+    let disagreement = &live.progress.disagreement;
+    let Ok(pending) = submit(&shadow, work) else {
+        disagreement.lock().expect("rollout lock").shed += 1;
         return;
     };
-    let answer = match receiver.await {
-        Ok(Ok(reply)) => (reply.status, reply.body),
-        Ok(Err(e)) => (ApiError::from(e).status.as_u16(), Bytes::new()),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE.as_u16(), Bytes::new()),
+    let answer = match pending.reply(&data).await {
+        Ok(reply) => (reply.status, reply.body),
+        Err(error) => (error.status.as_u16(), Bytes::new()),
     };
-    shadow.outcomes.record(answer.0, started.elapsed());
-    live.disagreement
+    disagreement
         .lock()
         .expect("rollout lock")
         .add((stable.0, &stable.1), (answer.0, &answer.1));
@@ -229,7 +250,7 @@ struct Admitted {
 
 /// Access rules, then the host's rate limit, then the endpoint's, each counted when it refuses.
 fn admit(
-    host: &Host,
+    data: &DataPlane,
     function: &LoadedFunction,
     policies: &[EndpointPolicy],
     route: &str,
@@ -249,8 +270,8 @@ fn admit(
             function.name(),
             peer,
             request.headers(),
-            &host.keys,
-            &host.jwt,
+            &data.keys,
+            &data.jwt,
         ) {
             Ok(caller) => {
                 admitted = Some((policy, caller));
@@ -264,7 +285,7 @@ fn admit(
     let Some((policy, caller)) = admitted else {
         let denied = refusal.expect("a function has at least one endpoint");
         Metrics::count_policy(
-            &host.metrics.auth_failures,
+            &data.metrics.auth_failures,
             function.name(),
             route,
             denied.reason(),
@@ -272,10 +293,10 @@ fn admit(
         return Err(ApiError::from(denied));
     };
     let refuse = |scope: &'static str, limited: Limited| {
-        Metrics::count_policy(&host.metrics.rate_limited, function.name(), route, scope);
+        Metrics::count_policy(&data.metrics.rate_limited, function.name(), route, scope);
         ApiError::rate_limited(scope, limited)
     };
-    if let Some(limit) = &host.host_limit {
+    if let Some(limit) = &data.host_limit {
         limit.check().map_err(|l| refuse("host", l))?;
     }
     let rate = match &policy.rate_limit {
@@ -315,8 +336,8 @@ impl Served {
 
 /// Counts a version's answer in its outcomes when dropped: the status set, or 504 when the
 /// request's deadline dropped the call before it ended.
-struct Answered<'a> {
-    function: &'a LoadedFunction,
+struct Answered<'f> {
+    function: &'f LoadedFunction,
     started: Instant,
     status: Option<u16>,
 }
@@ -330,66 +351,93 @@ impl Drop for Answered<'_> {
     }
 }
 
-/// Hands work to the function's instances and waits for the reply.
-async fn invoke(host: &Host, function: &LoadedFunction, work: Work) -> Result<Reply, ApiError> {
-    let mut answered = Answered {
-        function,
-        started: Instant::now(),
-        status: None,
-    };
-    let result = invoke_pool(host, function, work).await;
-    answered.status = Some(match &result {
-        Ok(reply) => reply.status,
-        Err(error) => error.status.as_u16(),
-    });
-    result
+/// Work handed to a function's instances, waiting for its reply.
+struct Pending<'f> {
+    answered: Answered<'f>,
+    receiver: tokio::sync::oneshot::Receiver<Result<Reply, InvokeError>>,
 }
 
-async fn invoke_pool(
-    host: &Host,
-    function: &LoadedFunction,
-    work: Work,
-) -> Result<Reply, ApiError> {
-    let receiver = function.serving_pool().submit(work).inspect_err(|_| {
-        host.metrics
-            .overloaded
-            .get_or_create(&FunctionLabels {
-                function: function.name().to_string(),
-            })
-            .inc();
-    })?;
-    let reply = receiver
-        .await
-        .map_err(|_| {
-            ApiError::new(
+/// Hands work to the function's serving pool (or refuses it at once when the pool is full).
+fn submit(function: &LoadedFunction, work: Work) -> Result<Pending<'_>, Overloaded> {
+    let started = Instant::now();
+    let receiver = function.serving_pool().submit(work)?;
+    Ok(Pending {
+        answered: Answered {
+            function,
+            started,
+            status: None,
+        },
+        receiver,
+    })
+}
+
+impl Pending<'_> {
+    /// Waits for the reply; counts it in the version's outcomes and its stages in the metrics.
+    async fn reply(mut self, data: &DataPlane) -> Result<Reply, ApiError> {
+        let function = self.answered.function;
+        let result = match (&mut self.receiver).await {
+            Err(_) => Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "instance_stopped",
                 "the instance stopped before answering",
-            )
-        })?
-        .map_err(|e| {
-            tracing::warn!(
-                function = function.name(),
-                version = function.version(),
-                "request failed: {e}"
-            );
-            ApiError::from(e)
-        })?;
-    let name = function.name();
-    let t = reply.timings;
-    host.metrics.observe_stage(name, "queue", t.queued);
-    host.metrics.observe_stage(name, "preprocess", t.preprocess);
-    host.metrics.observe_stage(name, "inference", t.inference);
-    host.metrics
-        .observe_stage(name, "postprocess", t.postprocess);
-    host.metrics.observe_batch(name, t.batch_size);
-    Ok(reply)
+            )),
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    function = function.name(),
+                    version = function.version(),
+                    "request failed: {e}"
+                );
+                Err(ApiError::from(e))
+            }
+            Ok(Ok(reply)) => {
+                let name = function.name();
+                let t = reply.timings;
+                data.metrics.observe_stage(name, "queue", t.queued);
+                data.metrics.observe_stage(name, "preprocess", t.preprocess);
+                data.metrics.observe_stage(name, "inference", t.inference);
+                data.metrics
+                    .observe_stage(name, "postprocess", t.postprocess);
+                data.metrics.observe_batch(name, t.batch_size);
+                Ok(reply)
+            }
+        };
+        self.answered.status = Some(match &result {
+            Ok(reply) => reply.status,
+            Err(error) => error.status.as_u16(),
+        });
+        result
+    }
+}
+
+/// Hands work to the function's instances and waits for the reply. A full pool answers 503,
+/// which counts as the version's answer.
+async fn invoke(
+    data: &DataPlane,
+    function: &LoadedFunction,
+    work: Work,
+) -> Result<Reply, ApiError> {
+    match submit(function, work) {
+        Ok(pending) => pending.reply(data).await,
+        Err(overloaded) => {
+            data.metrics
+                .overloaded
+                .get_or_create(&FunctionLabels {
+                    function: function.name().to_string(),
+                })
+                .inc();
+            let error = ApiError::from(overloaded);
+            function
+                .outcomes
+                .record(error.status.as_u16(), std::time::Duration::ZERO);
+            Err(error)
+        }
+    }
 }
 
 /// Turns an answer or an error into the response, tagged with the version that answered and the
 /// policies' headers, and counts it.
 fn finish(
-    host: &Host,
+    data: &DataPlane,
     function: &LoadedFunction,
     endpoint_metrics: Option<&EndpointMetrics>,
     route: &str,
@@ -409,7 +457,7 @@ fn finish(
             }
             if let Some(variant) = served.variant {
                 headers.insert("x-aifn-variant", HeaderValue::from_static(variant));
-                host.metrics.count_variant(function.name(), variant);
+                data.metrics.count_variant(function.name(), variant);
             }
             if let Some(rate) = served.rate {
                 rate_headers(headers, rate.limit, rate.remaining, rate.reset);
@@ -429,7 +477,7 @@ fn finish(
     let status = response.status().as_u16();
     match endpoint_metrics {
         Some(metrics) => metrics.answered(status, started.elapsed()),
-        None => host
+        None => data
             .metrics
             .count_request(function.name(), route, status, started.elapsed()),
     }
@@ -438,7 +486,7 @@ fn finish(
 
 /// The Open Inference Protocol v2 routes.
 pub(super) async fn v2(
-    host: Arc<Host>,
+    data: Arc<DataPlane>,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let path = request.uri().path().to_string();
@@ -453,11 +501,13 @@ pub(super) async fn v2(
         ["v2", "health", "live"] if get => {
             Ok(json_response(StatusCode::OK, &json!({ "live": true })))
         }
-        ["v2", "health", "ready"] if get => Ok(super::readiness(&host)),
+        ["v2", "health", "ready"] if get => Ok(super::readiness(&data.registry)),
         ["v2", "models", name, rest @ ..] => {
-            let function = host
-                .function(name)
+            let serving = data
+                .registry
+                .serving(name)
                 .ok_or_else(|| ApiError::not_found(format!("no model named `{name}`")))?;
+            let function = serving.stable.clone();
             // `/versions/<n>/...` addresses a version; only the active one is served.
             let rest = match rest {
                 ["versions", version, rest @ ..] => {
@@ -483,17 +533,15 @@ pub(super) async fn v2(
                     let mut answering = function.clone();
                     let result = async {
                         let admitted =
-                            admit(&host, &function, &function.endpoints, &route, &request)?;
-                        answering = host
-                            .choose(&function, &admitted.caller, request.headers())
-                            .serve;
+                            admit(&data, &function, &function.endpoints, &route, &request)?;
+                        answering = serving.choose(&admitted.caller, request.headers()).serve;
                         let function = answering.clone();
-                        let body = read_body(request, host.config.max_body_bytes).await?;
+                        let body = read_body(request, data.limits.max_body_bytes).await?;
                         let tensors = aifn_tensor::decode_v2_request(&body).map_err(|e| {
                             ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", e.to_string())
                         })?;
                         function.signature.check_inputs(&tensors)?;
-                        let reply = invoke(&host, &function, Work::Tensors(tensors)).await?;
+                        let reply = invoke(&data, &function, Work::Tensors(tensors)).await?;
                         Ok(Served {
                             status: reply.status,
                             content_type: reply.content_type,
@@ -504,7 +552,7 @@ pub(super) async fn v2(
                         })
                     }
                     .await;
-                    Ok(finish(&host, &answering, None, &route, started, result))
+                    Ok(finish(&data, &answering, None, &route, started, result))
                 }
                 [] | ["ready"] | ["infer"] => Err(method_not_allowed(
                     &path,

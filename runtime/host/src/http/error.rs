@@ -1,6 +1,6 @@
 //! Errors as HTTP answers: every error maps to a status and a JSON body in this one place.
 
-use crate::host::DeployError;
+use crate::control::DeployError;
 use crate::instance::{InvokeError, Overloaded};
 use crate::store::StoreError;
 use aifn_guest::GuestError;
@@ -243,9 +243,7 @@ impl From<DeployError> for ApiError {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_module", message)
             }
             DeployError::Load(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "load_failed", message),
-            DeployError::RouteConflict { .. } => {
-                ApiError::new(S::CONFLICT, "route_conflict", message)
-            }
+            DeployError::RouteConflict(_) => ApiError::new(S::CONFLICT, "route_conflict", message),
             DeployError::NotFound(_) | DeployError::NoSuchVersion(..) => {
                 ApiError::not_found(message)
             }

@@ -5,10 +5,11 @@
 //! - probes: `/healthz` (the process is up) and `/readyz` (stored deployments are loaded).
 
 mod admin;
-mod data;
+pub mod data;
 pub mod error;
 
 use crate::host::Host;
+use crate::registry::Registry;
 use bytes::Bytes;
 use error::{ApiError, HttpResponse};
 use http_body_util::{BodyExt, Full, Limited};
@@ -89,7 +90,7 @@ pub(crate) fn rate_headers(
 pub async fn handle(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse {
     if is_function_route(request.uri().path()) {
         // Function routes keep their own deadline (the endpoint's, capped by the host's).
-        return data::endpoint(host, request)
+        return data::endpoint(host.data.clone(), request)
             .await
             .unwrap_or_else(ApiError::into_response);
     }
@@ -120,7 +121,7 @@ async fn route(host: Arc<Host>, request: Request<Incoming>) -> Result<HttpRespon
             StatusCode::OK,
             &json!({ "status": "ok" }),
         )),
-        "/readyz" => Ok(readiness(&host)),
+        "/readyz" => Ok(readiness(&host.registry)),
         "/metrics" => {
             admin::authorize(&host, &request)?;
             let mut response = hyper::Response::new(Full::new(Bytes::from(host.metrics.render())));
@@ -132,27 +133,27 @@ async fn route(host: Arc<Host>, request: Request<Incoming>) -> Result<HttpRespon
             );
             Ok(response)
         }
-        p if p == "/v2" || p.starts_with("/v2/") => data::v2(host, request).await,
+        p if p == "/v2" || p.starts_with("/v2/") => data::v2(host.data.clone(), request).await,
         p if p.starts_with("/admin/") => admin::handle(host, request).await,
-        _ => data::endpoint(host, request).await,
+        _ => data::endpoint(host.data.clone(), request).await,
     }
 }
 
-pub(crate) fn readiness(host: &Host) -> HttpResponse {
-    let ready = host.is_ready();
+pub(crate) fn readiness(registry: &Registry) -> HttpResponse {
+    let ready = registry.is_ready();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let failed: Vec<_> = host
-        .load_errors()
-        .into_iter()
+    let snapshot = registry.snapshot();
+    let failed: Vec<_> = snapshot
+        .failed()
         .map(|(name, error)| json!({ "name": name, "error": error }))
         .collect();
     error::json_response(
         status,
-        &json!({ "ready": ready, "functions": host.function_names(), "failed": failed }),
+        &json!({ "ready": ready, "functions": snapshot.names(), "failed": failed }),
     )
 }
 

@@ -10,25 +10,15 @@
 //! been enough for `scale_down_delay`, so a dip does not flap the pool. Bounds: `min_replicas`,
 //! `max_replicas`, and the host's capacity (instances whose threads fit the cores), past which more
 //! instances only add latency and the host sheds load instead.
+//!
+//! [`scaler`] runs these rules for every loaded pool on a thread of its own.
+
+pub mod scaler;
+
+pub use scaler::ScalerWake;
 
 use std::collections::VecDeque;
-use std::sync::OnceLock;
 use std::time::Duration;
-
-/// The autoscaler's thread, so that a request to a function scaled to zero can wake it at once.
-static AUTOSCALER: OnceLock<std::thread::Thread> = OnceLock::new();
-
-/// Called by the autoscaler's thread once, before it starts ticking.
-pub(crate) fn register_thread() {
-    let _ = AUTOSCALER.set(std::thread::current());
-}
-
-/// Makes the autoscaler tick now (a request is waiting for a function with no instance).
-pub(crate) fn wake() {
-    if let Some(thread) = AUTOSCALER.get() {
-        thread.unpark();
-    }
-}
 
 /// What the controller aims for and may do, for one function.
 #[derive(Debug, Clone)]

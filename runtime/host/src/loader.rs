@@ -1,0 +1,286 @@
+//! The loader: makes a stored version ready to serve (model sessions, the linked module, the
+//! endpoint policies, the instance pools), with exactly what that needs and nothing of the rest
+//! of the host.
+
+use crate::api::Placement;
+use crate::autoscale::{Policy, ScalerWake};
+use crate::function::LoadedFunction;
+use crate::instance::{Batching, Identity, InstancePool, PoolConfig, SessionFactory};
+use crate::metrics::Metrics;
+use crate::policy::rate_limit::RateLimiters;
+use crate::policy::EndpointPolicy;
+use crate::records::VersionRecord;
+use crate::store::{Store, StoreError};
+use aifn_guest::{CallLimits, GuestEngine, LoadError, ModuleConfig};
+use aifn_model::{ModelError, OnnxRuntime, Signature};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadFunctionError {
+    #[error("stored spec is invalid: {0}")]
+    Spec(#[from] aifn_spec::SpecErrors),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("model `{id}`: {source}")]
+    Model { id: String, source: ModelError },
+    #[error("module: {0}")]
+    Module(#[from] LoadError),
+    #[error("spec.fallback.model: {0}")]
+    Fallback(String),
+    #[error("spec.scaling.max_batch_size: {0}")]
+    Batching(String),
+    #[error("endpoint {0} uses `auth: jwt`, but this host has no key to verify tokens: start it with --jwt-secret or --jwt-jwks")]
+    NoJwtKeys(String),
+}
+
+/// The host's limits on what a function may use (a spec asks within them).
+#[derive(Debug, Clone)]
+pub struct LoadLimits {
+    /// Deadline of one module call when the spec sets none.
+    pub module_timeout: Duration,
+    /// Memory cap of one module instance when the spec sets no `resources.memory`.
+    pub module_memory_bytes: u64,
+    /// Upper bound on tensors or a response body a module returns.
+    pub max_module_output_bytes: usize,
+    /// At most this many instances per function (at least 1).
+    pub max_instances_per_function: usize,
+    /// Requests that may wait per instance before the host answers 503.
+    pub queue_per_instance: usize,
+}
+
+/// What loading a version needs.
+pub struct Loader {
+    pub ort: OnnxRuntime,
+    pub guest: GuestEngine,
+    pub store: Arc<Store>,
+    pub limits: LoadLimits,
+    /// Whether the host can verify JWTs (an `auth: jwt` endpoint needs it).
+    pub jwt_configured: bool,
+    /// Rate-limit state, shared by the versions of an endpoint.
+    pub limiters: Arc<RateLimiters>,
+    pub metrics: Arc<Metrics>,
+    /// Pools wake the autoscaler through it when a request finds no instance.
+    pub scaler: ScalerWake,
+}
+
+impl Loader {
+    /// Loads the model into one session per replica and links the module; nothing is shared with
+    /// the version serving now, so a failure here changes nothing that is serving.
+    pub fn load(&self, record: VersionRecord) -> Result<LoadedFunction, LoadFunctionError> {
+        let (store, ort, guest, config) = (&self.store, &self.ort, &self.guest, &self.limits);
+        let spec = aifn_spec::parse(&record.spec_yaml)?;
+        if let Some(endpoint) = spec
+            .spec
+            .endpoints
+            .iter()
+            .find(|e| e.auth == aifn_spec::Auth::Jwt)
+        {
+            if !self.jwt_configured {
+                return Err(LoadFunctionError::NoJwtKeys(endpoint.route.clone()));
+            }
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Never more instances than the host allows per function, nor than requests the
+        // function may hold at once.
+        let instance_limit = config.max_instances_per_function.min(
+            spec.spec
+                .scaling
+                .max_concurrency
+                .map_or(usize::MAX, |m| m as usize),
+        );
+        let replicas = (spec.spec.scaling.min_replicas.max(1) as usize).min(instance_limit);
+        let threads = spec
+            .spec
+            .resources
+            .cpu
+            .map_or(1, |cpu| cpu.0.div_ceil(1000) as usize)
+            .clamp(1, cores);
+
+        let model_bytes = Arc::new(store.read_blob(&record.model.digest)?);
+        let model_err = |source| LoadFunctionError::Model {
+            id: record.model_id.clone(),
+            source,
+        };
+        // The first session proves the model loads and tells its signature; the autoscaler makes
+        // the others with the same factory.
+        let first_session = ort.load(&model_bytes, threads).map_err(model_err)?;
+        let signature = first_session.signature().clone();
+        let new_session: SessionFactory = {
+            let (ort, model_bytes) = (ort.clone(), model_bytes.clone());
+            Box::new(move || ort.load(&model_bytes, threads))
+        };
+        // Instances this host runs usefully for the function: its cores over the instance's
+        // threads, the host's per-function limit, and the requests the function may hold.
+        let capacity = (cores / threads).max(1).min(instance_limit);
+        let autoscale = Policy::new(
+            spec.spec.scaling.min_replicas as usize,
+            spec.spec.scaling.max_replicas as usize,
+            capacity,
+            spec.spec.scaling.target_latency.map(|t| t.0),
+        );
+        let batching = batching(&spec.spec.scaling, &signature)?;
+
+        let module = match &record.module {
+            Some(artifact) => {
+                let wasm = store.read_blob(&artifact.digest)?;
+                let module_spec = spec.spec.module.as_ref();
+                let limits = CallLimits {
+                    timeout: module_spec
+                        .and_then(|m| m.timeout)
+                        .map_or(config.module_timeout, |t| t.0),
+                    memory_bytes: spec
+                        .spec
+                        .resources
+                        .memory
+                        .map_or(config.module_memory_bytes, |m| m.0),
+                    max_output_bytes: config.max_module_output_bytes,
+                };
+                let module_config = ModuleConfig {
+                    digest: artifact.digest.hex().to_string(),
+                    tag: format!("{}@v{}", record.name, record.version),
+                    limits,
+                    capabilities: module_spec
+                        .map(|m| m.capabilities.clone())
+                        .unwrap_or_default(),
+                    isolation: module_spec.map(|m| m.isolation).unwrap_or_default(),
+                };
+                Some(guest.load(&wasm, &module_config)?)
+            }
+            None => None,
+        };
+
+        let requested_gpus = spec.spec.resources.gpu;
+        let placement = Placement {
+            device: "cpu".into(),
+            requested_gpus,
+            note: (requested_gpus > 0).then(|| {
+                format!(
+                    "spec asks for {requested_gpus} GPU(s) but this host has no GPU execution provider; running on CPU"
+                )
+            }),
+            replicas,
+            threads_per_replica: threads,
+            max_batch_size: batching.max_size,
+            batch_padding: batching.pad,
+            execution: spec.spec.model.runtime.execution_note(),
+        };
+        if let Some(note) = &placement.note {
+            tracing::warn!(function = %record.name, version = record.version, "{note}");
+        }
+        let identity = Identity {
+            name: Arc::from(record.name.as_str()),
+            version: record.version,
+            variant: "primary",
+        };
+        // Requests held at once: `max_concurrency` (running + queued) or a queue per instance the
+        // function may scale to.
+        let queue = match spec.spec.scaling.max_concurrency {
+            Some(max) => (max as usize).saturating_sub(replicas),
+            None => autoscale.ceiling().max(1) * config.queue_per_instance,
+        };
+        // The lighter model of `spec.fallback`: its own pool (one instance to start, the
+        // autoscaler sizes it), the same module, and it must take the same inputs.
+        let fallback = match (&record.fallback_model, &spec.spec.fallback) {
+            (Some(artifact), Some(fallback)) => {
+                let bytes = Arc::new(store.read_blob(&artifact.digest)?);
+                let err = |source| LoadFunctionError::Model {
+                    id: fallback.model.id.clone(),
+                    source,
+                };
+                let first = ort.load(&bytes, threads).map_err(err)?;
+                if first.signature().inputs != signature.inputs {
+                    return Err(LoadFunctionError::Fallback(format!(
+                        "model `{}` takes {:?}, but `{}` takes {:?}; a fallback must take the same inputs",
+                        fallback.model.id,
+                        first.signature().inputs.iter().map(|p| &p.name).collect::<Vec<_>>(),
+                        record.model_id,
+                        signature.inputs.iter().map(|p| &p.name).collect::<Vec<_>>()
+                    )));
+                }
+                let factory: SessionFactory = {
+                    let ort = ort.clone();
+                    Box::new(move || ort.load(&bytes, threads))
+                };
+                let identity = Identity {
+                    variant: "fallback",
+                    ..identity.clone()
+                };
+                let config = PoolConfig {
+                    identity,
+                    instances: 1,
+                    module: module.clone(),
+                    queue_capacity: queue,
+                    batching,
+                    scaler: self.scaler.clone(),
+                };
+                let pool = InstancePool::start(config, first, factory).map_err(err)?;
+                Some(pool)
+            }
+            _ => None,
+        };
+        let config = PoolConfig {
+            identity,
+            instances: replicas,
+            module,
+            queue_capacity: queue,
+            batching,
+            scaler: self.scaler.clone(),
+        };
+        let pool = InstancePool::start(config, first_session, new_session).map_err(model_err)?;
+        let endpoints = spec
+            .spec
+            .endpoints
+            .iter()
+            .map(|e| EndpointPolicy::new(&record.name, e, &self.limiters, &self.metrics))
+            .collect();
+        let record_version = record.version;
+        let name_header = hyper::header::HeaderValue::from_str(&record.name)
+            .expect("function names are header-safe");
+        Ok(LoadedFunction {
+            record,
+            spec,
+            signature,
+            placement,
+            pool,
+            autoscale,
+            fallback,
+            fallback_active: Default::default(),
+            endpoints,
+            name_header,
+            version_header: hyper::header::HeaderValue::from(record_version),
+            outcomes: Default::default(),
+        })
+    }
+}
+
+/// Dynamic batching as the spec asks, if the model can take it: every input and output must have
+/// a first dimension of any size (the batch).
+fn batching(
+    scaling: &aifn_spec::Scaling,
+    signature: &Signature,
+) -> Result<Batching, LoadFunctionError> {
+    if scaling.max_batch_size <= 1 {
+        return Ok(Batching::OFF);
+    }
+    let ports = signature
+        .inputs
+        .iter()
+        .map(|p| ("input", p))
+        .chain(signature.outputs.iter().map(|p| ("output", p)));
+    for (role, port) in ports {
+        if port.shape.first().is_none_or(|&d| d >= 0) {
+            return Err(LoadFunctionError::Batching(format!(
+                "the model's {role} `{}` has shape {:?}, without a batch dimension of any size first; set max_batch_size to 1 or export the model with a dynamic batch axis",
+                port.name, port.shape
+            )));
+        }
+    }
+    Ok(Batching {
+        max_size: scaling.max_batch_size as usize,
+        max_delay: scaling
+            .max_batch_delay
+            .map_or(std::time::Duration::ZERO, |d| d.0),
+        pad: scaling.batch_padding == aifn_spec::BatchPadding::Zeros,
+    })
+}
