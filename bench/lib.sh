@@ -1,12 +1,12 @@
 # Shared by the bench scripts (source it from the repository root).
 
-# start_host DIR [SERVE_ARGS...]: `aifn serve` on a free 127.0.0.1 port, state in DIR/state, admin
+# start_host DIR [SERVE_ARGS...]: `aifn serve` (AIFN_BIN, default target/release/aifn) on a free 127.0.0.1 port, state in DIR/state, admin
 # token `bench`, output in DIR/host.{out,log}. Sets host_pid and base (http://127.0.0.1:PORT).
 start_host() {
   local dir=$1
   shift
   mkdir -p "$dir"
-  target/release/aifn serve --listen 127.0.0.1:0 --state-dir "$dir/state" --admin-token bench "$@" \
+  "${AIFN_BIN:-target/release/aifn}" serve --listen 127.0.0.1:0 --state-dir "$dir/state" --admin-token bench "$@" \
     > "$dir/host.out" 2> "$dir/host.log" &
   host_pid=$!
   base=

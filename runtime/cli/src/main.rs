@@ -455,8 +455,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune { name, keep, remote } => {
             let outcome = remote.client()?.prune(&name, &api::PruneRequest { keep })?;
             println!(
-                "{name}: removed versions {:?}, kept {}; removed {} unused artifact(s), {} bytes",
-                outcome.pruned, outcome.kept, outcome.blobs_removed, outcome.bytes_freed
+                "{name}: removed versions {}, kept {}; removed {} unused artifact(s), {} bytes",
+                serde_json::to_string(&outcome.pruned)?,
+                outcome.kept,
+                outcome.blobs_removed,
+                outcome.bytes_freed
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -91,7 +91,9 @@ impl KeyStore {
                 })
             }
         }
-        let keys = Keys::new(store.keys()?);
+        let mut records = store.keys()?;
+        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let keys = Keys::new(records);
         Ok(KeyStore {
             store,
             keys: RwLock::new(keys),
@@ -168,5 +170,43 @@ impl KeyStore {
             return Err(KeyRejection::Forbidden);
         }
         Ok(key.id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_survive_a_restart_and_a_keys_json_is_imported_once() {
+        let dir = std::env::temp_dir().join(format!("aifn-keys-{:016x}", rand::random::<u64>()));
+        let (old, old_secret) = {
+            let store = Arc::new(Store::open(&dir).unwrap());
+            let keys = KeyStore::open(store).unwrap();
+            keys.create("f", None, None).unwrap()
+        };
+        // A keys.json from before the database, beside it.
+        let imported = KeyRecord {
+            id: "0ld".into(),
+            hash: hash("aifn_from_the_file"),
+            ..old.clone()
+        };
+        std::fs::write(
+            dir.join("keys.json"),
+            serde_json::to_vec(&[&imported]).unwrap(),
+        )
+        .unwrap();
+        for _ in 0..2 {
+            let keys = KeyStore::open(Arc::new(Store::open(&dir).unwrap())).unwrap();
+            assert_eq!(keys.list().len(), 2);
+            assert_eq!(keys.check(Some(&old_secret), "f", "/r"), Ok(old.id.clone()));
+            assert_eq!(
+                keys.check(Some("aifn_from_the_file"), "f", "/r"),
+                Ok("0ld".to_string())
+            );
+        }
+        assert!(!dir.join("keys.json").exists());
+        assert!(dir.join("keys.json.imported").exists());
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
