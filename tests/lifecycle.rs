@@ -297,15 +297,7 @@ fn a_faulty_version_is_rolled_back_automatically_with_a_webhook() {
         seen
     });
     let began = fault_began.lock().unwrap().unwrap();
-    let (arrived, notice) = wait_until(
-        "sent the auto_rollback webhook",
-        Duration::from_secs(10),
-        || {
-            received
-                .try_iter()
-                .find(|(_, notice)| notice["event"] == "auto_rollback")
-        },
-    );
+    let (arrived, notice) = auto_rollback_notice(&received);
     let took = arrived.duration_since(began);
     let faulty_errors = seen.get(&("2".into(), 500)).copied().unwrap_or(0);
     println!(
@@ -374,15 +366,7 @@ fn a_faulty_version_is_rolled_back_automatically_with_a_webhook() {
         }
         seen
     });
-    let (_, notice) = wait_until(
-        "sent the auto_rollback webhook",
-        Duration::from_secs(10),
-        || {
-            received
-                .try_iter()
-                .find(|(_, notice)| notice["event"] == "auto_rollback")
-        },
-    );
+    let (_, notice) = auto_rollback_notice(&received);
     assert_eq!(notice["candidate_version"], 3, "{notice}");
     println!(
         "canary step: rolled back within {:.0} ms of the deploy; version 3 answered {} requests with 500 before",
@@ -589,4 +573,20 @@ fn a_host_killed_mid_rollout_comes_back_consistent() {
         (200, Some("3"))
     );
     assert_eq!(actions(&history(&host)).last().unwrap(), "pruned");
+}
+
+/// Waits for the webhook receiver to get an `auto_rollback` notice; returns when it arrived and
+/// the notice.
+fn auto_rollback_notice(
+    received: &std::sync::mpsc::Receiver<(Instant, serde_json::Value)>,
+) -> (Instant, serde_json::Value) {
+    wait_until(
+        "sent the auto_rollback webhook",
+        Duration::from_secs(10),
+        || {
+            received
+                .try_iter()
+                .find(|(_, notice)| notice["event"] == "auto_rollback")
+        },
+    )
 }

@@ -218,18 +218,6 @@ impl TestHost {
         self.admin(Route::Function(name))
     }
 
-    /// The function's audit log, oldest first.
-    #[track_caller]
-    pub fn history(&self, name: &str) -> api::History {
-        self.admin(Route::History(name))
-    }
-
-    /// The versions the host keeps of the function, oldest first.
-    #[track_caller]
-    pub fn versions(&self, name: &str) -> api::VersionList {
-        self.admin(Route::Versions(name))
-    }
-
     /// Runs the CLI, insists that it succeeds, and decodes the JSON it printed (`aifn status`,
     /// `aifn versions --json`, ...).
     #[track_caller]

@@ -266,10 +266,6 @@ pub struct Entry<'s> {
 }
 
 impl Entry<'_> {
-    pub fn get(&self) -> Option<&Serving> {
-        self.snapshot.functions.get(self.name)
-    }
-
     /// Serves `serving` from the next snapshot on, if its routes are free.
     pub fn set(&mut self, serving: Serving) -> Result<(), RouteConflict> {
         self.snapshot
@@ -295,10 +291,6 @@ impl Entry<'_> {
 
     pub fn set_failed(&mut self, error: String) {
         self.snapshot.failed.insert(self.name.to_string(), error);
-    }
-
-    pub fn failed(&self) -> bool {
-        self.snapshot.failed.contains_key(self.name)
     }
 }
 

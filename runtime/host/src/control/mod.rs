@@ -413,21 +413,7 @@ impl ControlPlane {
             }),
             reason,
         );
-        self.apply(
-            &guard,
-            Some(Deployment {
-                stable: function.version(),
-                rollout: None,
-            }),
-            &event,
-            |entry| {
-                entry.set(Serving {
-                    stable: function.clone(),
-                    rollout: None,
-                })
-            },
-        )?;
-        self.loaded(&function);
+        self.serve_alone(&guard, &function, &event)?;
         tracing::info!(function = %name, from, to = function.version(), "rolled back");
         Ok(self.outcome(&function, false))
     }
@@ -435,13 +421,12 @@ impl ControlPlane {
     /// Stops serving a function. Its versions stay in the store; a later deploy continues numbering.
     pub async fn delete(&self, name: &str, actor: &Actor) -> Result<u64, DeployError> {
         let guard = self.registry.lock(name).await;
-        let (version, failed) = match self.registry.serving(name) {
-            Some(serving) => (serving.stable.version(), false),
-            None => (0, true),
+        // A function that failed to load at start has no version serving, and may be deleted.
+        let version = match self.registry.serving(name) {
+            Some(serving) => serving.stable.version(),
+            None if self.registry.snapshot().failed().any(|(n, _)| n == name) => 0,
+            None => return Err(DeployError::NotFound(name.to_string())),
         };
-        if failed && !self.registry.snapshot().failed().any(|(n, _)| n == name) {
-            return Err(DeployError::NotFound(name.to_string()));
-        }
         let event = AuditEvent::new(
             name,
             actor,
@@ -480,6 +465,28 @@ impl ControlPlane {
             })?;
             Ok(())
         })
+    }
+
+    /// `function` serves all of the guarded function's traffic, with no rollout: after a rollback,
+    /// a rollout's end or a revert.
+    fn serve_alone(
+        &self,
+        guard: &FunctionGuard,
+        function: &Arc<LoadedFunction>,
+        event: &AuditEvent,
+    ) -> Result<(), DeployError> {
+        let deployment = Deployment {
+            stable: function.version(),
+            rollout: None,
+        };
+        self.apply(guard, Some(deployment), event, |entry| {
+            entry.set(Serving {
+                stable: function.clone(),
+                rollout: None,
+            })
+        })?;
+        self.loaded(function);
+        Ok(())
     }
 
     /// Bookkeeping once a version serves as stable.

@@ -358,21 +358,7 @@ impl ControlPlane {
             _ => Some(live.other.clone()),
         }
         .unwrap_or_else(|| live.other.clone());
-        self.apply(
-            guard,
-            Some(Deployment {
-                stable: record.candidate,
-                rollout: None,
-            }),
-            &event,
-            |entry| {
-                entry.set(Serving {
-                    stable: candidate.clone(),
-                    rollout: None,
-                })
-            },
-        )?;
-        self.loaded(&candidate);
+        self.serve_alone(guard, &candidate, &event)?;
         tracing::info!(
             function = guard.name(),
             version = record.candidate,
@@ -411,21 +397,7 @@ impl ControlPlane {
             _ => self.registry.function(guard.name()),
         }
         .unwrap_or_else(|| live.other.clone());
-        self.apply(
-            guard,
-            Some(Deployment {
-                stable: record.previous,
-                rollout: None,
-            }),
-            &event,
-            |entry| {
-                entry.set(Serving {
-                    stable: previous.clone(),
-                    rollout: None,
-                })
-            },
-        )?;
-        self.loaded(&previous);
+        self.serve_alone(guard, &previous, &event)?;
         tracing::warn!(
             function = guard.name(),
             candidate = record.candidate,
