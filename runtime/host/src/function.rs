@@ -8,6 +8,13 @@ use crate::records::VersionRecord;
 use aifn_model::Signature;
 use aifn_spec::FunctionSpec;
 
+/// One answered request: its status and how long it took from submission to answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Measurement {
+    pub status: u16,
+    pub latency: std::time::Duration,
+}
+
 pub struct LoadedFunction {
     pub record: VersionRecord,
     pub spec: FunctionSpec,
@@ -36,6 +43,17 @@ impl LoadedFunction {
 
     pub fn version(&self) -> u64 {
         self.record.version
+    }
+
+    /// Counts one answer of this version, measured once: in its outcomes (rollouts, and what
+    /// else watches its answers) and, when it reached `pool`, in that pool's latency window (the
+    /// autoscaler). A request refused at the door of a full pool never reached it.
+    pub fn observe(&self, measurement: Measurement, pool: Option<&InstancePool>) {
+        self.outcomes
+            .record(measurement.status, measurement.latency);
+        if let Some(pool) = pool {
+            pool.observe(measurement.latency);
+        }
     }
 
     /// The policy of the endpoint serving `method` on `route`.

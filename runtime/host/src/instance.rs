@@ -8,7 +8,7 @@
 pub use crate::api::PoolLoad;
 use crate::autoscale::ScalerWake;
 use aifn_guest::{GuestCall, GuestError, GuestModule, GuestRequest};
-use aifn_model::{ModelError, ModelSession, Signature};
+use aifn_model::{Inputs, ModelError, ModelSession, Signature};
 use aifn_tensor::{batch, encode_v2_response, Tensor};
 use bytes::Bytes;
 use crossbeam_channel::{SendError, Sender};
@@ -28,7 +28,7 @@ pub enum Work {
         body: Bytes,
     },
     /// Tensors already decoded from Open Inference Protocol v2 JSON and checked against the model.
-    Tensors(Vec<Tensor>),
+    Tensors(Inputs),
 }
 
 /// The answer, encoded on the instance thread so tokio only writes bytes.
@@ -291,7 +291,6 @@ impl InstancePool {
             session,
             module: spawner.module.clone(),
             batching: spawner.batching,
-            latencies: self.latencies.clone(),
         };
         let dispatch = self.dispatch.clone();
         let batching = spawner.batching;
@@ -334,6 +333,16 @@ impl InstancePool {
             running: state.instances - state.idle.len(),
             queued: state.queue.len(),
         }
+    }
+
+    /// Counts one answered request's latency (queue + service, as its caller measured it) in the
+    /// window the autoscaler and `aifn status` read.
+    pub fn observe(&self, latency: Duration) {
+        let mut recent = self.latencies.lock().expect("latency lock");
+        if recent.len() >= MAX_LATENCIES {
+            recent.pop_front();
+        }
+        recent.push_back((Instant::now(), latency));
     }
 
     /// The 95th percentile of the latencies of requests answered in the last `window`.
@@ -447,7 +456,6 @@ struct Instance {
     session: ModelSession,
     module: Option<GuestModule>,
     batching: Batching,
-    latencies: Arc<Mutex<VecDeque<(Instant, Duration)>>>,
 }
 
 /// Latencies kept for the p95 at most (a few seconds of traffic at high rates).
@@ -457,9 +465,8 @@ const MAX_LATENCIES: usize = 20_000;
 /// postprocess its outputs.
 struct Prepared<'m> {
     reply: oneshot::Sender<Result<Reply, InvokeError>>,
-    enqueued: Instant,
     call: Option<GuestCall<'m>>,
-    inputs: Vec<Tensor>,
+    inputs: Option<Inputs>,
     timings: Timings,
 }
 
@@ -473,7 +480,6 @@ impl Instance {
             session,
             module,
             batching,
-            latencies,
         } = self;
         let mut prepared = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -485,9 +491,8 @@ impl Instance {
             match result {
                 Ok((call, inputs, preprocess)) => prepared.push(Prepared {
                     reply: job.reply,
-                    enqueued: job.enqueued,
                     call,
-                    inputs,
+                    inputs: Some(inputs),
                     timings: Timings {
                         queued,
                         preprocess,
@@ -504,9 +509,9 @@ impl Instance {
         }
 
         let taken = prepared.len();
-        let inputs: Vec<Vec<Tensor>> = prepared
+        let inputs: Vec<Inputs> = prepared
             .iter_mut()
-            .map(|p| std::mem::take(&mut p.inputs))
+            .map(|p| p.inputs.take().expect("inputs taken once"))
             .collect();
         let started = Instant::now();
         let outputs = guarded(|| Ok(infer(session, inputs, batching.pad, module.is_some())))
@@ -530,12 +535,6 @@ impl Instance {
             let call = request.call;
             let result =
                 outputs.and_then(|outputs| guarded(|| finish(identity, call, &outputs, timings)));
-            let mut recent = latencies.lock().expect("latency lock");
-            if recent.len() >= MAX_LATENCIES {
-                recent.pop_front();
-            }
-            recent.push_back((Instant::now(), request.enqueued.elapsed()));
-            drop(recent);
             let _ = request.reply.send(result);
         }
     }
@@ -547,12 +546,21 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, InvokeError>) -> Result<T, InvokeErr
         .unwrap_or_else(|panic| Err(InvokeError::Panic(panic_message(&panic))))
 }
 
+/// Open Inference Protocol v2 JSON → the caller's tensors, checked against the model.
+pub fn v2_inputs(signature: &Signature, body: &[u8]) -> Result<Inputs, InvokeError> {
+    let tensors =
+        aifn_tensor::decode_v2_request(body).map_err(|e| InvokeError::BadTensors(e.to_string()))?;
+    signature
+        .check_inputs(tensors)
+        .map_err(|e| InvokeError::BadTensors(e.to_string()))
+}
+
 /// Turns a request into checked model inputs: through the module's preprocess, or from v2 JSON.
 fn prepare<'m>(
     module: Option<&'m GuestModule>,
     signature: &Signature,
     work: Work,
-) -> Result<(Option<GuestCall<'m>>, Vec<Tensor>, Duration), InvokeError> {
+) -> Result<(Option<GuestCall<'m>>, Inputs, Duration), InvokeError> {
     let started = Instant::now();
     match (work, module) {
         (
@@ -571,25 +579,15 @@ fn prepare<'m>(
                 headers,
                 body: &body,
             })?;
-            signature
-                .check_inputs(&inputs)
+            let inputs = signature
+                .check_inputs(inputs)
                 .map_err(InvokeError::ModuleOutput)?;
             Ok((Some(call), inputs, started.elapsed()))
         }
         (Work::Endpoint { body, .. }, None) => {
-            let inputs = aifn_tensor::decode_v2_request(&body)
-                .map_err(|e| InvokeError::BadTensors(e.to_string()))?;
-            signature
-                .check_inputs(&inputs)
-                .map_err(|e| InvokeError::BadTensors(e.to_string()))?;
-            Ok((None, inputs, Duration::ZERO))
+            Ok((None, v2_inputs(signature, &body)?, Duration::ZERO))
         }
-        (Work::Tensors(inputs), _) => {
-            signature
-                .check_inputs(&inputs)
-                .map_err(|e| InvokeError::BadTensors(e.to_string()))?;
-            Ok((None, inputs, Duration::ZERO))
-        }
+        (Work::Tensors(inputs), _) => Ok((None, inputs, Duration::ZERO)),
     }
 }
 
@@ -605,23 +603,25 @@ type ShapeKey<'t> = Vec<(&'t str, &'t [usize])>;
 /// one request cannot fail the others), run one by one.
 fn infer(
     session: &mut ModelSession,
-    requests: Vec<Vec<Tensor>>,
+    requests: Vec<Inputs>,
     pad: bool,
     from_module: bool,
 ) -> Vec<RunResult> {
     let groups = mergeable_groups(&requests, pad);
-    let mut requests: Vec<Option<Vec<Tensor>>> = requests.into_iter().map(Some).collect();
+    let mut requests: Vec<Option<Inputs>> = requests.into_iter().map(Some).collect();
     let mut results: Vec<Option<RunResult>> = requests.iter().map(|_| None).collect();
     for group in groups {
         if group.len() > 1 {
-            let members: Vec<Vec<Tensor>> = group
+            let members: Vec<Inputs> = group
                 .iter()
                 .map(|&i| requests[i].take().expect("each request once"))
                 .collect();
-            let merged = batch::merge(&members, pad).ok().and_then(|batch| {
-                let outputs = session.run(batch.inputs).ok()?;
-                batch::split(&outputs, &batch.rows).ok()
-            });
+            let merged = Inputs::merge(&members, pad)
+                .ok()
+                .and_then(|(inputs, rows)| {
+                    let outputs = session.run(inputs).ok()?;
+                    batch::split(&outputs, &rows).ok()
+                });
             match merged {
                 Some(outputs) => {
                     for (&i, outputs) in group.iter().zip(outputs) {
@@ -653,13 +653,14 @@ fn infer(
 
 /// Indices of the requests that may share a run: all of them with padding, else those whose
 /// inputs have the same names and shapes beyond the first dimension.
-fn mergeable_groups(requests: &[Vec<Tensor>], pad: bool) -> Vec<Vec<usize>> {
+fn mergeable_groups(requests: &[Inputs], pad: bool) -> Vec<Vec<usize>> {
     if pad {
         return vec![(0..requests.len()).collect()];
     }
     let mut groups: Vec<(ShapeKey, Vec<usize>)> = Vec::new();
     for (i, inputs) in requests.iter().enumerate() {
         let mut key: ShapeKey = inputs
+            .tensors()
             .iter()
             .map(|t| (t.name.as_str(), t.shape.get(1..).unwrap_or_default()))
             .collect();
@@ -704,4 +705,194 @@ fn finish(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline's steps against the real parts: ONNX Runtime with the churn predictor's model,
+    //! and its WASM module (built by `scripts/setup.sh`).
+    use super::*;
+    use aifn_guest::{GuestEngine, ModuleConfig};
+    use aifn_model::OnnxRuntime;
+    use aifn_tensor::TensorData;
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+
+    const FEATURES: [f32; 6] = [42.5, 12.0, 1.0, 0.0, 0.0, 1.0];
+    const CHURN_BODY: &str = r#"{"avg_monthly_spend": 42.5, "days_since_last_purchase": 12, "support_tickets_last_30d": 1, "subscription_tier": "premium"}"#;
+
+    fn repo_file(relative: &str) -> PathBuf {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(relative);
+        assert!(
+            path.exists(),
+            "{} is missing: run ./scripts/setup.sh",
+            path.display()
+        );
+        path
+    }
+
+    fn session() -> ModelSession {
+        static ORT: OnceLock<OnnxRuntime> = OnceLock::new();
+        let ort = ORT.get_or_init(|| {
+            OnnxRuntime::init(&aifn_model::locate_onnxruntime().expect("onnxruntime")).unwrap()
+        });
+        let model = std::fs::read(repo_file("functions/churn-predictor/model/churn.onnx")).unwrap();
+        ort.load(&model, 1).unwrap()
+    }
+
+    fn churn_module(engine: &GuestEngine) -> GuestModule {
+        let wasm = std::fs::read(repo_file(
+            "functions/churn-predictor/module/target/wasm32-wasip2/release/churn_preprocess.wasm",
+        ))
+        .unwrap();
+        let config = ModuleConfig {
+            digest: "churn-unit-test".into(),
+            tag: "churn@test".into(),
+            ..Default::default()
+        };
+        engine.load(&wasm, &config).unwrap()
+    }
+
+    fn endpoint(body: &str) -> Work {
+        Work::Endpoint {
+            route: "/v1/churn".into(),
+            method: "POST".into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    fn v2_body(rows: usize, width: usize) -> String {
+        let data: Vec<f32> = (0..rows)
+            .flat_map(|_| FEATURES.into_iter().cycle().take(width))
+            .collect();
+        format!(
+            r#"{{"inputs":[{{"name":"features","shape":[{rows},{width}],"datatype":"FP32","data":{data:?}}}]}}"#
+        )
+    }
+
+    fn features(inputs: &Inputs) -> (&[usize], &[f32]) {
+        let tensor = &inputs.tensors()[0];
+        match &tensor.data {
+            TensorData::F32(values) => (&tensor.shape, values),
+            other => panic!("features are {other:?}"),
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            name: Arc::from("churn"),
+            version: 3,
+            variant: "primary",
+        }
+    }
+
+    #[test]
+    fn prepare_decodes_and_checks_v2_json_when_there_is_no_module() {
+        let session = session();
+        let signature = session.signature();
+        let (call, inputs, _) = prepare(None, signature, endpoint(&v2_body(2, 6))).unwrap();
+        assert!(call.is_none());
+        assert_eq!(
+            features(&inputs),
+            (&[2, 6][..], &[FEATURES, FEATURES].concat()[..])
+        );
+        for (body, says) in [("{", "JSON"), (&*v2_body(1, 5), "shape")] {
+            match prepare(None, signature, endpoint(body)) {
+                Err(InvokeError::BadTensors(message)) => {
+                    assert!(message.contains(says), "{message}")
+                }
+                other => panic!("expected bad tensors, got {:?}", other.map(|r| r.1)),
+            }
+        }
+    }
+
+    #[test]
+    fn prepare_runs_the_module_and_checks_what_it_produced() {
+        let engine = GuestEngine::new(None).unwrap();
+        let module = churn_module(&engine);
+        let session = session();
+        let (call, inputs, _) =
+            prepare(Some(&module), session.signature(), endpoint(CHURN_BODY)).unwrap();
+        assert!(call.is_some());
+        assert_eq!(features(&inputs), (&[1, 6][..], &FEATURES[..]));
+        // The module's own refusal is the caller's mistake.
+        match prepare(Some(&module), session.signature(), endpoint("not json")) {
+            Err(InvokeError::Guest(GuestError::Rejected(_))) => {}
+            other => panic!("expected a rejection, got {:?}", other.map(|r| r.1)),
+        };
+    }
+
+    #[test]
+    fn infer_merges_requests_into_one_run_with_the_answers_of_separate_runs() {
+        let mut session = session();
+        let inputs = |rows| {
+            let tensors = aifn_tensor::decode_v2_request(v2_body(rows, 6).as_bytes()).unwrap();
+            session.signature().check_inputs(tensors).unwrap()
+        };
+        let (one, two) = (inputs(1), inputs(2));
+        let alone: Vec<RunResult> = [one.clone(), two.clone()]
+            .into_iter()
+            .flat_map(|i| infer(&mut session, vec![i], false, false))
+            .collect();
+        let together = infer(&mut session, vec![one, two], false, false);
+        assert_eq!(together.len(), 2);
+        for ((merged, size), (separate, single)) in together.into_iter().zip(alone) {
+            assert_eq!((size, single), (2, 1));
+            let (merged, separate) = (merged.unwrap(), separate.unwrap());
+            assert_eq!(merged.len(), separate.len());
+            for (m, s) in merged.iter().zip(&separate) {
+                assert_eq!((&m.name, &m.shape), (&s.name, &s.shape));
+                match (&m.data, &s.data) {
+                    (TensorData::F32(a), TensorData::F32(b)) => {
+                        assert!(
+                            a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6),
+                            "{a:?} {b:?}"
+                        )
+                    }
+                    (a, b) => assert_eq!(a, b),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn finish_answers_through_the_module_or_as_v2_json() {
+        let engine = GuestEngine::new(None).unwrap();
+        let module = churn_module(&engine);
+        let mut session = session();
+        let (call, inputs, _) =
+            prepare(Some(&module), session.signature(), endpoint(CHURN_BODY)).unwrap();
+        let (outputs, _) = infer(&mut session, vec![inputs.clone()], false, true)
+            .pop()
+            .unwrap();
+        let outputs = outputs.unwrap();
+        let reply = finish(&identity(), call, &outputs, Timings::default()).unwrap();
+        assert_eq!(reply.status, 200);
+        let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        let p = answer["churn_probability"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{answer}");
+
+        // Without a module the outputs go back as Open Inference Protocol v2 JSON.
+        let reply = finish(&identity(), None, &outputs, Timings::default()).unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!((reply.status, reply.variant), (200, "primary"));
+        assert_eq!(
+            (
+                answer["model_name"].as_str(),
+                answer["model_version"].as_str()
+            ),
+            (Some("churn"), Some("3"))
+        );
+        let probabilities = answer["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "probabilities")
+            .unwrap();
+        let churn = probabilities["data"][1].as_f64().unwrap();
+        assert!((churn - p).abs() < 1e-6, "module {p}, v2 {churn}");
+    }
 }

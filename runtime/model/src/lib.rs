@@ -124,9 +124,38 @@ pub struct Signature {
     pub outputs: Vec<Port>,
 }
 
+/// Tensors checked against a model's signature: what a session runs. Made only by
+/// [`Signature::check_inputs`] (or by merging checked inputs), so each request is checked once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inputs(Vec<Tensor>);
+
+impl Inputs {
+    pub fn tensors(&self) -> &[Tensor] {
+        &self.0
+    }
+
+    /// Stacks several requests' checked inputs into one batch (see [`aifn_tensor::batch::merge`]).
+    /// The batch fits the signature too: it differs from its members only in dimensions the model
+    /// takes at any size (the first, and with `pad` those the members differ in, which cannot be
+    /// fixed ones).
+    pub fn merge(
+        members: &[Inputs],
+        pad: bool,
+    ) -> Result<(Inputs, Vec<usize>), aifn_tensor::batch::Unbatchable> {
+        let tensors: Vec<&[Tensor]> = members.iter().map(|m| m.tensors()).collect();
+        let batch = aifn_tensor::batch::merge(&tensors, pad)?;
+        Ok((Inputs(batch.inputs), batch.rows))
+    }
+}
+
 impl Signature {
     /// Checks names, element types and shapes of request tensors before they reach the model.
-    pub fn check_inputs(&self, tensors: &[Tensor]) -> Result<(), ModelError> {
+    pub fn check_inputs(&self, tensors: Vec<Tensor>) -> Result<Inputs, ModelError> {
+        self.check(&tensors)?;
+        Ok(Inputs(tensors))
+    }
+
+    fn check(&self, tensors: &[Tensor]) -> Result<(), ModelError> {
         for tensor in tensors {
             let Some(port) = self.inputs.iter().find(|p| p.name == tensor.name) else {
                 let names: Vec<_> = self.inputs.iter().map(|p| p.name.as_str()).collect();
@@ -204,10 +233,10 @@ impl ModelSession {
         &self.signature
     }
 
-    /// Runs the model. Inputs are checked against the signature first, so errors name the input.
-    pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError> {
-        self.signature.check_inputs(&inputs)?;
+    /// Runs the model on inputs checked against its signature (so errors name the input).
+    pub fn run(&mut self, inputs: Inputs) -> Result<Vec<Tensor>, ModelError> {
         let values = inputs
+            .0
             .into_iter()
             .map(|t| Ok((t.name.clone(), to_ort(t)?)))
             .collect::<Result<Vec<(String, DynValue)>, ModelError>>()?;

@@ -23,12 +23,14 @@ pub struct Batch {
 
 /// Stacks the requests' inputs (each request a list of named tensors with the same first
 /// dimension) into one list of tensors.
-pub fn merge(requests: &[Vec<Tensor>], pad: bool) -> Result<Batch, Unbatchable> {
+pub fn merge<R: AsRef<[Tensor]>>(requests: &[R], pad: bool) -> Result<Batch, Unbatchable> {
     let first = requests
         .first()
-        .ok_or_else(|| Unbatchable("no requests".into()))?;
+        .ok_or_else(|| Unbatchable("no requests".into()))?
+        .as_ref();
     let mut rows = Vec::with_capacity(requests.len());
     for inputs in requests {
+        let inputs = inputs.as_ref();
         let count = inputs
             .first()
             .and_then(|t| t.shape.first().copied())
@@ -49,6 +51,7 @@ pub fn merge(requests: &[Vec<Tensor>], pad: bool) -> Result<Batch, Unbatchable> 
             .iter()
             .map(|inputs| {
                 inputs
+                    .as_ref()
                     .iter()
                     .find(|t| t.name == template.name)
                     .ok_or_else(|| {

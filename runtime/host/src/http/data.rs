@@ -7,8 +7,8 @@
 use super::error::{json_response, ApiError, HttpResponse};
 use super::{rate_headers, PeerAddr};
 use super::{read_body, read_incoming};
-use crate::function::LoadedFunction;
-use crate::instance::{InvokeError, Overloaded, Reply, Work};
+use crate::function::{LoadedFunction, Measurement};
+use crate::instance::{v2_inputs, InstancePool, InvokeError, Overloaded, Reply, Work};
 use crate::keys::KeyStore;
 use crate::metrics::{EndpointMetrics, FunctionLabels, Metrics};
 use crate::policy::access::{self, JwtVerifier};
@@ -334,20 +334,23 @@ impl Served {
     }
 }
 
-/// Counts a version's answer in its outcomes when dropped: the status set, or 504 when the
-/// request's deadline dropped the call before it ended.
+/// Measures a version's answer once, when dropped: the status set, or 504 when the request's
+/// deadline dropped the call before it ended (see [`LoadedFunction::observe`]).
 struct Answered<'f> {
     function: &'f LoadedFunction,
+    /// The pool the request was handed to.
+    pool: &'f InstancePool,
     started: Instant,
     status: Option<u16>,
 }
 
 impl Drop for Answered<'_> {
     fn drop(&mut self) {
-        let status = self.status.unwrap_or(StatusCode::GATEWAY_TIMEOUT.as_u16());
-        self.function
-            .outcomes
-            .record(status, self.started.elapsed());
+        let measurement = Measurement {
+            status: self.status.unwrap_or(StatusCode::GATEWAY_TIMEOUT.as_u16()),
+            latency: self.started.elapsed(),
+        };
+        self.function.observe(measurement, Some(self.pool));
     }
 }
 
@@ -360,10 +363,12 @@ struct Pending<'f> {
 /// Hands work to the function's serving pool (or refuses it at once when the pool is full).
 fn submit(function: &LoadedFunction, work: Work) -> Result<Pending<'_>, Overloaded> {
     let started = Instant::now();
-    let receiver = function.serving_pool().submit(work)?;
+    let pool = function.serving_pool();
+    let receiver = pool.submit(work)?;
     Ok(Pending {
         answered: Answered {
             function,
+            pool,
             started,
             status: None,
         },
@@ -426,9 +431,11 @@ async fn invoke(
                 })
                 .inc();
             let error = ApiError::from(overloaded);
-            function
-                .outcomes
-                .record(error.status.as_u16(), std::time::Duration::ZERO);
+            let measurement = Measurement {
+                status: error.status.as_u16(),
+                latency: std::time::Duration::ZERO,
+            };
+            function.observe(measurement, None);
             Err(error)
         }
     }
@@ -537,11 +544,8 @@ pub(super) async fn v2(
                         answering = serving.choose(&admitted.caller, request.headers()).serve;
                         let function = answering.clone();
                         let body = read_body(request, data.limits.max_body_bytes).await?;
-                        let tensors = aifn_tensor::decode_v2_request(&body).map_err(|e| {
-                            ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", e.to_string())
-                        })?;
-                        function.signature.check_inputs(&tensors)?;
-                        let reply = invoke(&data, &function, Work::Tensors(tensors)).await?;
+                        let inputs = v2_inputs(&function.signature, &body)?;
+                        let reply = invoke(&data, &function, Work::Tensors(inputs)).await?;
                         Ok(Served {
                             status: reply.status,
                             content_type: reply.content_type,
