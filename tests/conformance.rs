@@ -120,6 +120,7 @@ fn every_language_gives_the_same_tensors_for_every_case() {
         timeout: Duration::from_secs(5),
         memory_bytes: 64 << 20,
         max_output_bytes: 1 << 20,
+        ..CallLimits::default()
     };
     let mut failures = Vec::new();
     for language in &languages {

@@ -24,6 +24,7 @@ fn token_ids_equal_the_reference_tokenizer() {
         timeout: Duration::from_secs(5),
         memory_bytes: 256 << 20,
         max_output_bytes: 64 << 20,
+        ..CallLimits::default()
     };
     let module = engine
         .load(

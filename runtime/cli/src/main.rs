@@ -242,6 +242,24 @@ struct ServeArgs {
     /// Largest response body or set of tensors a module may return, in bytes (larger: 500).
     #[arg(long, env = "AIFN_MAX_MODULE_OUTPUT_BYTES", default_value_t = HostConfig::DEFAULT_MAX_MODULE_OUTPUT_BYTES, value_parser = at_least::<1, usize>)]
     max_module_output_bytes: usize,
+    /// Elements the raw tensors of one request may hold (v2 route, endpoints without a module; 413 above).
+    #[arg(long, env = "AIFN_MAX_TENSOR_ELEMENTS", default_value_t = HostConfig::DEFAULT_MAX_TENSOR_ELEMENTS, value_parser = at_least::<1, usize>)]
+    max_tensor_elements: usize,
+    /// Largest merged input of a dynamic batch, in bytes (requests that would merge to more run one by one).
+    #[arg(long, env = "AIFN_MAX_BATCH_BYTES", default_value_t = HostConfig::DEFAULT_MAX_BATCH_BYTES, value_parser = at_least::<1, usize>)]
+    max_batch_bytes: usize,
+    /// Bytes of log lines a module may write per request (the rest is dropped).
+    #[arg(long, env = "AIFN_MAX_MODULE_LOG_BYTES", default_value_t = HostConfig::DEFAULT_MAX_MODULE_LOG_BYTES, value_parser = at_least::<1, usize>)]
+    max_module_log_bytes: usize,
+    /// Connections open at once; more are answered 503 and closed (default: sized to memory and open-file limit).
+    #[arg(long, env = "AIFN_MAX_CONNECTIONS", value_parser = at_least::<1, usize>)]
+    max_connections: Option<usize>,
+    /// Largest request head (request line and headers), in bytes (431 above).
+    #[arg(long, env = "AIFN_MAX_HEADER_BYTES", default_value_t = HostConfig::DEFAULT_MAX_HEADER_BYTES, value_parser = at_least::<1024, usize>)]
+    max_header_bytes: usize,
+    /// Most headers one request may carry (431 above).
+    #[arg(long, env = "AIFN_MAX_HEADERS", default_value_t = HostConfig::DEFAULT_MAX_HEADERS, value_parser = at_least::<1, usize>)]
+    max_headers: usize,
     /// Most instances a function gets, whatever its spec asks (default: number of cores).
     #[arg(long, env = "AIFN_MAX_INSTANCES", value_parser = at_least::<1, usize>)]
     max_instances: Option<usize>,
@@ -653,6 +671,14 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     config.module_timeout = std::time::Duration::from_millis(args.module_timeout_ms);
     config.max_module_output_bytes = args.max_module_output_bytes;
     config.header_read_timeout = std::time::Duration::from_millis(args.header_timeout_ms);
+    config.max_tensor_elements = args.max_tensor_elements;
+    config.max_batch_bytes = args.max_batch_bytes;
+    config.max_module_log_bytes = args.max_module_log_bytes;
+    config.max_connections = args
+        .max_connections
+        .unwrap_or_else(|| HostConfig::default_max_connections(args.max_body_bytes));
+    config.max_header_bytes = args.max_header_bytes;
+    config.max_headers = args.max_headers;
     config.jwt_secret = args.jwt_secret;
     config.jwt_jwks = args.jwt_jwks;
     config.max_requests_per_second = args.max_requests_per_second;

@@ -35,6 +35,7 @@ fn main() {
         timeout: Duration::from_secs(1),
         memory_bytes: 64 << 20,
         max_output_bytes: 1 << 20,
+        ..CallLimits::default()
     };
     let load = |engine: &GuestEngine| {
         engine

@@ -23,9 +23,7 @@ pub(crate) fn tensors_from_guest(
             };
             total += data.byte_size();
             if total > max_bytes {
-                return Err(GuestError::InvalidOutput(format!(
-                    "tensors over the limit of {max_bytes} bytes"
-                )));
+                return Err(GuestError::OutputTooLarge(max_bytes));
             }
             let shape = t.shape.into_iter().map(|d| d as usize).collect();
             Tensor::new(t.name, shape, data).map_err(|e| GuestError::InvalidOutput(e.to_string()))

@@ -37,6 +37,9 @@ use bindings::{Function, FunctionPre};
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Longest log line a module may send; longer lines are cut.
 const MAX_LOG_LINE: usize = 4096;
+/// Room beyond `max_output_bytes` for what comes with the data when a result is copied out of
+/// the guest: names, shapes, content types.
+const OUTPUT_SLACK_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
@@ -54,6 +57,9 @@ pub enum GuestError {
     Trap(String),
     #[error("module returned invalid output: {0}")]
     InvalidOutput(String),
+    /// The module's answer is over `max_output_bytes` (refused while it was being copied out).
+    #[error("module output is over the limit of {0} bytes")]
+    OutputTooLarge(usize),
     #[error("module could not be instantiated: {0}")]
     Instantiate(String),
 }
@@ -88,17 +94,22 @@ pub struct ModuleConfig {
 pub struct CallLimits {
     pub timeout: Duration,
     pub memory_bytes: u64,
-    /// Upper bound on the size of tensors or a response a module returns.
+    /// Upper bound on the size of tensors or a response a module returns. It is also the
+    /// component model's "hostcall fuel": wasmtime stops copying a result out of the guest once it
+    /// is over, so an oversized answer is refused before the host holds a copy of it.
     pub max_output_bytes: usize,
+    /// Bytes of log lines one request may write; later lines are dropped (with one line saying so).
+    pub max_log_bytes: usize,
 }
 
 impl Default for CallLimits {
-    /// The host's defaults: a second per call, 256 MiB of memory, 64 MiB of output.
+    /// The host's defaults: a second per call, 256 MiB of memory, 64 MiB of output, 64 KiB of logs.
     fn default() -> CallLimits {
         CallLimits {
             timeout: Duration::from_secs(1),
             memory_bytes: 256 << 20,
             max_output_bytes: 64 << 20,
+            max_log_bytes: 64 << 10,
         }
     }
 }
@@ -109,6 +120,9 @@ struct CallState {
     table: ResourceTable,
     limits: CallLimiter,
     tag: Arc<str>,
+    /// Log bytes this request may still write.
+    log_budget: usize,
+    max_log_bytes: usize,
 }
 
 /// Caps each linear memory and table, and remembers a refused memory growth so that the trap
@@ -168,6 +182,20 @@ impl wit::Host for CallState {}
 
 impl log::Host for CallState {
     fn log(&mut self, level: log::Level, mut message: String) {
+        if self.log_budget == 0 {
+            return;
+        }
+        if message.len() >= self.log_budget {
+            tracing::warn!(
+                target: "aifn::guest",
+                function = &*self.tag,
+                "the module wrote over {} bytes of logs for one request; the rest is dropped",
+                self.max_log_bytes
+            );
+            self.log_budget = 0;
+            return;
+        }
+        self.log_budget -= message.len();
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
             while !message.is_char_boundary(cut) {
@@ -414,7 +442,10 @@ impl GuestModule {
             .as_ref()
             .and_then(|idle| idle.lock().unwrap().pop());
         let live = match reused {
-            Some(live) => live,
+            Some(mut live) => {
+                live.store.data_mut().log_budget = self.limits.max_log_bytes;
+                live
+            }
             None => self.instantiate()?,
         };
         Ok(GuestCall {
@@ -434,9 +465,16 @@ impl GuestModule {
                 memory_refused: false,
             },
             tag: self.tag.clone(),
+            log_budget: self.limits.max_log_bytes,
+            max_log_bytes: self.limits.max_log_bytes,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
+        store.set_hostcall_fuel(
+            self.limits
+                .max_output_bytes
+                .saturating_add(OUTPUT_SLACK_BYTES),
+        );
         store.epoch_deadline_trap();
         self.arm_deadline(&mut store);
         let instance = match self.pre.instantiate(&mut store) {
@@ -469,26 +507,26 @@ impl GuestModule {
         }
         let network = !granted.network.is_empty();
         wasi.allow_tcp(network).allow_udp(network);
+        // Name lookup asks the host's resolver, a way out of its own: only `dns: true` grants it
+        // (what a name resolves to is still checked against the granted addresses).
+        wasi.allow_ip_name_lookup(granted.dns);
         if network {
             let allowed = self.capabilities.clone();
-            // Name lookup stays on: languages resolve even `127.0.0.1:80` through it, and what a
-            // name resolves to is still checked against the granted addresses.
-            wasi.allow_ip_name_lookup(true)
-                .socket_addr_check(move |address, used| {
-                    use wasmtime_wasi::sockets::SocketAddrUse;
-                    let allowed = match used {
-                        // The implicit bind of a connecting socket: any local port.
-                        SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
-                            address.ip().is_unspecified() && address.port() == 0
-                        }
-                        SocketAddrUse::TcpConnect
-                        | SocketAddrUse::UdpSend
-                        | SocketAddrUse::UdpReceive => allowed.network.contains(&address),
-                        // Listening for or accepting connections is never granted.
-                        SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => false,
-                    };
-                    Box::pin(async move { allowed })
-                });
+            wasi.socket_addr_check(move |address, used| {
+                use wasmtime_wasi::sockets::SocketAddrUse;
+                let allowed = match used {
+                    // The implicit bind of a connecting socket: any local port.
+                    SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+                        address.ip().is_unspecified() && address.port() == 0
+                    }
+                    SocketAddrUse::TcpConnect
+                    | SocketAddrUse::UdpSend
+                    | SocketAddrUse::UdpReceive => allowed.network.contains(&address),
+                    // Listening for or accepting connections is never granted.
+                    SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => false,
+                };
+                Box::pin(async move { allowed })
+            });
         }
         Ok(wasi.build())
     }
@@ -511,6 +549,10 @@ impl GuestModule {
         let trap = error.downcast_ref::<wasmtime::Trap>().copied();
         if trap == Some(wasmtime::Trap::Interrupt) {
             return GuestError::Timeout(self.limits.timeout);
+        }
+        // wasmtime's hostcall fuel ran out while copying a result out (its error type is private).
+        if format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted") {
+            return GuestError::OutputTooLarge(self.limits.max_output_bytes);
         }
         tracing::warn!(function = &*self.tag, "module failed: {error:?}");
         if store.data().limits.memory_refused {
@@ -597,11 +639,9 @@ impl GuestCall<'_> {
         let response = result.map_err(guest_error)?;
         if let Some(r) = &response {
             if r.body.len() > self.module.limits.max_output_bytes {
-                return Err(GuestError::InvalidOutput(format!(
-                    "response of {} bytes is over the limit of {}",
-                    r.body.len(),
-                    self.module.limits.max_output_bytes
-                )));
+                return Err(GuestError::OutputTooLarge(
+                    self.module.limits.max_output_bytes,
+                ));
             }
             if !(100..=599).contains(&r.status) {
                 return Err(GuestError::InvalidOutput(format!(

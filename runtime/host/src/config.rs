@@ -30,6 +30,19 @@ pub struct HostConfig {
     pub max_instances_per_function: usize,
     /// Requests that may wait per instance before the host answers 503.
     pub queue_per_instance: usize,
+    /// Elements the raw tensors of one request may hold (the v2 route, endpoints without a module).
+    pub max_tensor_elements: usize,
+    /// Largest merged input of a dynamic batch, in bytes; requests that would merge to more run
+    /// one by one.
+    pub max_batch_bytes: usize,
+    /// Bytes of log lines a module may write per request.
+    pub max_module_log_bytes: usize,
+    /// Data-plane connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), in bytes (431 above).
+    pub max_header_bytes: usize,
+    /// Most headers a request may carry (431 above).
+    pub max_headers: usize,
     /// Secret for HS256 JWTs on `auth: jwt` endpoints.
     pub jwt_secret: Option<String>,
     /// JSON Web Key Set with the RS256 keys for `auth: jwt` endpoints.
@@ -68,6 +81,11 @@ impl HostConfig {
     pub const DEFAULT_AUTOSCALE_SCALE_DOWN_DELAY: Duration = Duration::from_secs(30);
     pub const DEFAULT_ROLLOUT_TICK: Duration = Duration::from_millis(500);
     pub const DEFAULT_KEEP_VERSIONS: usize = 20;
+    pub const DEFAULT_MAX_TENSOR_ELEMENTS: usize = 1 << 20;
+    pub const DEFAULT_MAX_BATCH_BYTES: usize = 64 << 20;
+    pub const DEFAULT_MAX_MODULE_LOG_BYTES: usize = 64 << 10;
+    pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 << 10;
+    pub const DEFAULT_MAX_HEADERS: usize = 64;
 
     pub fn new(listen: SocketAddr, state_dir: PathBuf) -> HostConfig {
         HostConfig {
@@ -82,6 +100,12 @@ impl HostConfig {
             module_memory_bytes: Self::DEFAULT_MODULE_MEMORY_BYTES,
             max_module_output_bytes: Self::DEFAULT_MAX_MODULE_OUTPUT_BYTES,
             max_instances_per_function: Self::default_max_instances(),
+            max_tensor_elements: Self::DEFAULT_MAX_TENSOR_ELEMENTS,
+            max_batch_bytes: Self::DEFAULT_MAX_BATCH_BYTES,
+            max_module_log_bytes: Self::DEFAULT_MAX_MODULE_LOG_BYTES,
+            max_connections: Self::default_max_connections(Self::DEFAULT_MAX_BODY_BYTES),
+            max_header_bytes: Self::DEFAULT_MAX_HEADER_BYTES,
+            max_headers: Self::DEFAULT_MAX_HEADERS,
             queue_per_instance: Self::DEFAULT_QUEUE_PER_INSTANCE,
             onnxruntime: None,
             jwt_secret: None,
@@ -96,8 +120,43 @@ impl HostConfig {
         }
     }
 
+    /// Connections sized to the machine: each may hold a whole body and its buffers, and all of
+    /// them together may take a quarter of the memory; never more than half the file descriptors
+    /// the process may open (the rest are the state, models and outgoing calls).
+    pub fn default_max_connections(max_body_bytes: usize) -> usize {
+        let per_connection = max_body_bytes + Self::DEFAULT_MAX_HEADER_BYTES + (64 << 10);
+        let by_memory = memory_bytes().map_or(usize::MAX, |m| (m / 4) as usize / per_connection);
+        let by_files = open_files_limit().map_or(usize::MAX, |n| n / 2);
+        by_memory.min(by_files).clamp(64, 100_000)
+    }
+
     /// One instance per core.
     pub fn default_max_instances() -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
+}
+
+/// Physical memory (`MemTotal` of /proc/meminfo), or the cgroup's limit when lower.
+fn memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let total = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?
+        * 1024;
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    Some(cgroup.map_or(total, |limit| limit.min(total)))
+}
+
+/// The soft limit on open files (`Max open files` of /proc/self/limits).
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }

@@ -29,6 +29,10 @@ pub struct LoadedFunction {
     pub fallback_active: std::sync::atomic::AtomicBool,
     /// One per endpoint, in the spec's order.
     pub endpoints: Vec<EndpointPolicy>,
+    /// Whether `/v2/models/NAME/...` serves this version (`spec.v2`; see `aifn_spec::V2Access`).
+    pub v2_exposed: bool,
+    /// What raw tensors of one request may hold.
+    pub tensor_limits: std::sync::Arc<crate::instance::TensorLimits>,
     /// The `X-Aifn-Function` and `X-Aifn-Version` headers every answer carries.
     pub name_header: hyper::header::HeaderValue,
     pub version_header: hyper::header::HeaderValue,

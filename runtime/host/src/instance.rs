@@ -59,6 +59,10 @@ pub enum InvokeError {
     /// The caller's tensors do not fit the model (no module in between).
     #[error("{0}")]
     BadTensors(String),
+    /// The caller's tensors are over what a request may hold (the host's element limit or the
+    /// spec's `v2.max_shape`).
+    #[error("{0}")]
+    TensorLimit(String),
     /// The module produced tensors the model rejects: the function's fault, not the caller's.
     #[error("the preprocessing module produced input the model rejects: {0}")]
     ModuleOutput(ModelError),
@@ -111,6 +115,8 @@ pub struct PoolConfig {
     /// Requests that may wait when every instance is busy.
     pub queue_capacity: usize,
     pub batching: Batching,
+    /// Bounds of raw tensors (requests without a module).
+    pub tensor_limits: Arc<TensorLimits>,
     /// Woken when a request finds the pool scaled to zero.
     pub scaler: ScalerWake,
 }
@@ -120,6 +126,7 @@ struct Spawner {
     identity: Identity,
     module: Option<GuestModule>,
     batching: Batching,
+    tensor_limits: Arc<TensorLimits>,
     new_session: SessionFactory,
     scaler: ScalerWake,
     /// Numbers instance threads for their names.
@@ -221,6 +228,7 @@ impl InstancePool {
             module,
             queue_capacity,
             batching,
+            tensor_limits,
             scaler,
         } = config;
         let pool = InstancePool {
@@ -239,6 +247,7 @@ impl InstancePool {
                 identity,
                 module,
                 batching,
+                tensor_limits,
                 new_session,
                 scaler,
                 started: Default::default(),
@@ -291,6 +300,7 @@ impl InstancePool {
             session,
             module: spawner.module.clone(),
             batching: spawner.batching,
+            tensor_limits: spawner.tensor_limits.clone(),
         };
         let dispatch = self.dispatch.clone();
         let batching = spawner.batching;
@@ -441,6 +451,9 @@ pub struct Batching {
     pub max_delay: Duration,
     /// Whether inputs that differ beyond the batch dimension are zero-padded to merge.
     pub pad: bool,
+    /// Largest merged input in bytes (with padding, the product of the largest dimensions);
+    /// requests that would merge to more run one by one.
+    pub max_bytes: usize,
 }
 
 impl Batching {
@@ -448,7 +461,18 @@ impl Batching {
         max_size: 1,
         max_delay: Duration::ZERO,
         pad: false,
+        max_bytes: 0,
     };
+}
+
+/// What one request's raw tensors may hold (the v2 route, and endpoints without a module), checked
+/// on each input's header before its data is read.
+#[derive(Debug, Clone, Default)]
+pub struct TensorLimits {
+    /// Elements of all inputs of one request together.
+    pub max_elements: usize,
+    /// Upper bound of each dimension, by position (the spec's `v2.max_shape`); empty: none.
+    pub max_shape: Vec<usize>,
 }
 
 struct Instance {
@@ -456,6 +480,7 @@ struct Instance {
     session: ModelSession,
     module: Option<GuestModule>,
     batching: Batching,
+    tensor_limits: Arc<TensorLimits>,
 }
 
 /// Latencies kept for the p95 at most (a few seconds of traffic at high rates).
@@ -480,6 +505,7 @@ impl Instance {
             session,
             module,
             batching,
+            tensor_limits,
         } = self;
         let mut prepared = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -487,7 +513,14 @@ impl Instance {
                 continue; // the caller gave up while the job was queued
             }
             let queued = job.enqueued.elapsed();
-            let result = guarded(|| prepare(module.as_ref(), session.signature(), job.work));
+            let result = guarded(|| {
+                prepare(
+                    module.as_ref(),
+                    session.signature(),
+                    tensor_limits,
+                    job.work,
+                )
+            });
             match result {
                 Ok((call, inputs, preprocess)) => prepared.push(Prepared {
                     reply: job.reply,
@@ -514,8 +547,10 @@ impl Instance {
             .map(|p| p.inputs.take().expect("inputs taken once"))
             .collect();
         let started = Instant::now();
-        let outputs = guarded(|| Ok(infer(session, inputs, batching.pad, module.is_some())))
-            .unwrap_or_else(|e| {
+        // Only what a module produced is the module's fault when the model rejects it.
+        let module_ran: Vec<bool> = prepared.iter().map(|p| p.call.is_some()).collect();
+        let outputs =
+            guarded(|| Ok(infer(session, inputs, &module_ran, batching))).unwrap_or_else(|e| {
                 let message = match e {
                     InvokeError::Panic(message) => message,
                     other => other.to_string(),
@@ -546,10 +581,48 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, InvokeError>) -> Result<T, InvokeErr
         .unwrap_or_else(|panic| Err(InvokeError::Panic(panic_message(&panic))))
 }
 
-/// Open Inference Protocol v2 JSON → the caller's tensors, checked against the model.
-pub fn v2_inputs(signature: &Signature, body: &[u8]) -> Result<Inputs, InvokeError> {
-    let tensors =
-        aifn_tensor::decode_v2_request(body).map_err(|e| InvokeError::BadTensors(e.to_string()))?;
+/// Open Inference Protocol v2 JSON → the caller's tensors, checked against the model and
+/// `limits`: each input's name, type and shape before its data is converted.
+pub fn v2_inputs(
+    signature: &Signature,
+    limits: &TensorLimits,
+    body: &[u8],
+) -> Result<Inputs, InvokeError> {
+    let mut elements = 0usize;
+    let mut over_limit = false;
+    let admit = |name: &str, dtype, shape: &[usize]| -> Result<(), String> {
+        signature.check_input(name, dtype, shape)?;
+        over_limit = true;
+        if let Some((dim, (&given, &max))) = shape
+            .iter()
+            .zip(&limits.max_shape)
+            .enumerate()
+            .find(|(_, (given, max))| given > max)
+        {
+            return Err(format!(
+                "input `{name}` has {given} in dimension {dim}, over this function's limit of {max} (v2.max_shape {:?})",
+                limits.max_shape
+            ));
+        }
+        elements = aifn_tensor::element_count(shape)
+            .and_then(|n| elements.checked_add(n))
+            .filter(|&n| n <= limits.max_elements)
+            .ok_or_else(|| {
+                format!(
+                    "the request's inputs hold more than the host's limit of {} elements",
+                    limits.max_elements
+                )
+            })?;
+        over_limit = false;
+        Ok(())
+    };
+    let tensors = aifn_tensor::decode_v2_request_with(body, admit).map_err(|e| {
+        if over_limit {
+            InvokeError::TensorLimit(e.to_string())
+        } else {
+            InvokeError::BadTensors(e.to_string())
+        }
+    })?;
     signature
         .check_inputs(tensors)
         .map_err(|e| InvokeError::BadTensors(e.to_string()))
@@ -559,6 +632,7 @@ pub fn v2_inputs(signature: &Signature, body: &[u8]) -> Result<Inputs, InvokeErr
 fn prepare<'m>(
     module: Option<&'m GuestModule>,
     signature: &Signature,
+    limits: &TensorLimits,
     work: Work,
 ) -> Result<(Option<GuestCall<'m>>, Inputs, Duration), InvokeError> {
     let started = Instant::now();
@@ -585,7 +659,7 @@ fn prepare<'m>(
             Ok((Some(call), inputs, started.elapsed()))
         }
         (Work::Endpoint { body, .. }, None) => {
-            Ok((None, v2_inputs(signature, &body)?, Duration::ZERO))
+            Ok((None, v2_inputs(signature, limits, &body)?, Duration::ZERO))
         }
         (Work::Tensors(inputs), _) => Ok((None, inputs, Duration::ZERO)),
     }
@@ -604,9 +678,10 @@ type ShapeKey<'t> = Vec<(&'t str, &'t [usize])>;
 fn infer(
     session: &mut ModelSession,
     requests: Vec<Inputs>,
-    pad: bool,
-    from_module: bool,
+    module_ran: &[bool],
+    batching: &Batching,
 ) -> Vec<RunResult> {
+    let pad = batching.pad;
     let groups = mergeable_groups(&requests, pad);
     let mut requests: Vec<Option<Inputs>> = requests.into_iter().map(Some).collect();
     let mut results: Vec<Option<RunResult>> = requests.iter().map(|_| None).collect();
@@ -616,7 +691,7 @@ fn infer(
                 .iter()
                 .map(|&i| requests[i].take().expect("each request once"))
                 .collect();
-            let merged = Inputs::merge(&members, pad)
+            let merged = Inputs::merge(&members, pad, batching.max_bytes)
                 .ok()
                 .and_then(|(inputs, rows)| {
                     let outputs = session.run(inputs).ok()?;
@@ -638,8 +713,16 @@ fn infer(
         for &i in &group {
             let inputs = requests[i].take().expect("each request once");
             let outputs = session.run(inputs).map_err(|e| match e {
-                ModelError::BadInput(_) if from_module => InvokeError::ModuleOutput(e),
-                ModelError::BadInput(message) => InvokeError::BadTensors(message),
+                ModelError::BadInput(_) | ModelError::Inference(_) if module_ran[i] => {
+                    InvokeError::ModuleOutput(e)
+                }
+                // The caller's own tensors, checked against the signature, and still refused by
+                // the model (an index out of its vocabulary, say): the caller's mistake.
+                ModelError::BadInput(message) | ModelError::Inference(message) => {
+                    InvokeError::BadTensors(format!(
+                        "the model cannot run on these inputs: {message}"
+                    ))
+                }
                 other => InvokeError::Model(other),
             });
             results[i] = Some((outputs, 1));
@@ -789,18 +872,62 @@ mod tests {
         }
     }
 
+    const BATCHING: Batching = Batching {
+        max_size: 8,
+        max_delay: Duration::ZERO,
+        pad: false,
+        max_bytes: 64 << 20,
+    };
+
+    fn limits() -> TensorLimits {
+        TensorLimits {
+            max_elements: 1 << 20,
+            max_shape: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn v2_inputs_are_bounded_before_their_data_is_read() {
+        let session = session();
+        let signature = session.signature();
+        let bounded = TensorLimits {
+            max_elements: 30,
+            max_shape: vec![4],
+        };
+        assert!(v2_inputs(signature, &bounded, v2_body(4, 6).as_bytes()).is_ok());
+        let refused =
+            |limits: &TensorLimits, body: &str| match v2_inputs(signature, limits, body.as_bytes())
+            {
+                Err(InvokeError::TensorLimit(message)) => message,
+                other => panic!("expected a tensor limit, got {other:?}"),
+            };
+        assert!(refused(&bounded, &v2_body(5, 6)).contains("over this function's limit of 4"));
+        let few = TensorLimits {
+            max_elements: 11,
+            ..limits()
+        };
+        assert!(refused(&few, &v2_body(2, 6)).contains("limit of 11 elements"));
+        // The shape is refused before the (absent) data is looked at.
+        let name = &signature.inputs[0].name;
+        let huge = format!(
+            r#"{{"inputs":[{{"name":"{name}","shape":[4294967296,6],"datatype":"FP32","data":[]}}]}}"#
+        );
+        assert!(refused(&limits(), &huge).contains("limit of 1048576 elements"));
+    }
+
     #[test]
     fn prepare_decodes_and_checks_v2_json_when_there_is_no_module() {
         let session = session();
         let signature = session.signature();
-        let (call, inputs, _) = prepare(None, signature, endpoint(&v2_body(2, 6))).unwrap();
+        let (call, inputs, _) =
+            prepare(None, signature, &limits(), endpoint(&v2_body(2, 6))).unwrap();
         assert!(call.is_none());
         assert_eq!(
             features(&inputs),
             (&[2, 6][..], &[FEATURES, FEATURES].concat()[..])
         );
         for (body, says) in [("{", "JSON"), (&*v2_body(1, 5), "shape")] {
-            match prepare(None, signature, endpoint(body)) {
+            match prepare(None, signature, &limits(), endpoint(body)) {
                 Err(InvokeError::BadTensors(message)) => {
                     assert!(message.contains(says), "{message}")
                 }
@@ -814,12 +941,22 @@ mod tests {
         let engine = GuestEngine::new(None).unwrap();
         let module = churn_module(&engine);
         let session = session();
-        let (call, inputs, _) =
-            prepare(Some(&module), session.signature(), endpoint(CHURN_BODY)).unwrap();
+        let (call, inputs, _) = prepare(
+            Some(&module),
+            session.signature(),
+            &limits(),
+            endpoint(CHURN_BODY),
+        )
+        .unwrap();
         assert!(call.is_some());
         assert_eq!(features(&inputs), (&[1, 6][..], &FEATURES[..]));
         // The module's own refusal is the caller's mistake.
-        match prepare(Some(&module), session.signature(), endpoint("not json")) {
+        match prepare(
+            Some(&module),
+            session.signature(),
+            &limits(),
+            endpoint("not json"),
+        ) {
             Err(InvokeError::Guest(GuestError::Rejected(_))) => {}
             other => panic!("expected a rejection, got {:?}", other.map(|r| r.1)),
         };
@@ -835,9 +972,9 @@ mod tests {
         let (one, two) = (inputs(1), inputs(2));
         let alone: Vec<RunResult> = [one.clone(), two.clone()]
             .into_iter()
-            .flat_map(|i| infer(&mut session, vec![i], false, false))
+            .flat_map(|i| infer(&mut session, vec![i], &[false], &BATCHING))
             .collect();
-        let together = infer(&mut session, vec![one, two], false, false);
+        let together = infer(&mut session, vec![one, two], &[false, false], &BATCHING);
         assert_eq!(together.len(), 2);
         for ((merged, size), (separate, single)) in together.into_iter().zip(alone) {
             assert_eq!((size, single), (2, 1));
@@ -863,9 +1000,14 @@ mod tests {
         let engine = GuestEngine::new(None).unwrap();
         let module = churn_module(&engine);
         let mut session = session();
-        let (call, inputs, _) =
-            prepare(Some(&module), session.signature(), endpoint(CHURN_BODY)).unwrap();
-        let (outputs, _) = infer(&mut session, vec![inputs.clone()], false, true)
+        let (call, inputs, _) = prepare(
+            Some(&module),
+            session.signature(),
+            &limits(),
+            endpoint(CHURN_BODY),
+        )
+        .unwrap();
+        let (outputs, _) = infer(&mut session, vec![inputs.clone()], &[true], &BATCHING)
             .pop()
             .unwrap();
         let outputs = outputs.unwrap();

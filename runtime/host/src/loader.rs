@@ -5,7 +5,7 @@
 use crate::api::Placement;
 use crate::autoscale::{Policy, ScalerWake};
 use crate::function::LoadedFunction;
-use crate::instance::{Batching, Identity, InstancePool, PoolConfig, SessionFactory};
+use crate::instance::{Batching, Identity, InstancePool, PoolConfig, SessionFactory, TensorLimits};
 use crate::metrics::Metrics;
 use crate::policy::rate_limit::RateLimiters;
 use crate::policy::EndpointPolicy;
@@ -47,6 +47,12 @@ pub struct LoadLimits {
     pub max_instances_per_function: usize,
     /// Requests that may wait per instance before the host answers 503.
     pub queue_per_instance: usize,
+    /// Elements one request's raw tensors may hold (v2, and endpoints without a module).
+    pub max_tensor_elements: usize,
+    /// Largest merged batch input in bytes.
+    pub max_batch_bytes: usize,
+    /// Bytes of log lines a module may write per request.
+    pub max_module_log_bytes: usize,
 }
 
 /// What loading a version needs.
@@ -119,7 +125,17 @@ impl Loader {
             capacity,
             spec.spec.scaling.target_latency.map(|t| t.0),
         );
-        let batching = batching(&spec.spec.scaling, &signature)?;
+        let batching = batching(&spec.spec.scaling, &signature, config.max_batch_bytes)?;
+        let tensor_limits = Arc::new(TensorLimits {
+            max_elements: config.max_tensor_elements,
+            max_shape: spec
+                .spec
+                .v2
+                .max_shape
+                .iter()
+                .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+                .collect(),
+        });
 
         let module = match &record.module {
             Some(artifact) => {
@@ -135,6 +151,7 @@ impl Loader {
                         .memory
                         .map_or(config.module_memory_bytes, |m| m.0),
                     max_output_bytes: config.max_module_output_bytes,
+                    max_log_bytes: config.max_module_log_bytes,
                 };
                 let module_config = ModuleConfig {
                     digest: artifact.digest.hex().to_string(),
@@ -212,6 +229,7 @@ impl Loader {
                     module: module.clone(),
                     queue_capacity: queue,
                     batching,
+                    tensor_limits: tensor_limits.clone(),
                     scaler: self.scaler.clone(),
                 };
                 let pool = InstancePool::start(config, first, factory).map_err(err)?;
@@ -225,6 +243,7 @@ impl Loader {
             module,
             queue_capacity: queue,
             batching,
+            tensor_limits: tensor_limits.clone(),
             scaler: self.scaler.clone(),
         };
         let pool = InstancePool::start(config, first_session, new_session).map_err(model_err)?;
@@ -234,6 +253,7 @@ impl Loader {
             .iter()
             .map(|e| EndpointPolicy::new(&record.name, e, &self.limiters, &self.metrics))
             .collect();
+        let v2_exposed = spec.spec.v2.exposed(spec.spec.module.is_some());
         let record_version = record.version;
         let name_header = hyper::header::HeaderValue::from_str(&record.name)
             .expect("function names are header-safe");
@@ -247,6 +267,8 @@ impl Loader {
             fallback,
             fallback_active: Default::default(),
             endpoints,
+            v2_exposed,
+            tensor_limits,
             name_header,
             version_header: hyper::header::HeaderValue::from(record_version),
             outcomes: Default::default(),
@@ -259,6 +281,7 @@ impl Loader {
 fn batching(
     scaling: &aifn_spec::Scaling,
     signature: &Signature,
+    max_bytes: usize,
 ) -> Result<Batching, LoadFunctionError> {
     if scaling.max_batch_size <= 1 {
         return Ok(Batching::OFF);
@@ -282,5 +305,6 @@ fn batching(
             .max_batch_delay
             .map_or(std::time::Duration::ZERO, |d| d.0),
         pad: scaling.batch_padding == aifn_spec::BatchPadding::Zeros,
+        max_bytes,
     })
 }

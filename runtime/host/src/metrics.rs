@@ -47,6 +47,13 @@ pub struct PolicyLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// Which limit: `connections`, `body_bytes`, `tensor_elements`, `tensor_shape`,
+    /// `batch_bytes`, `module_output_bytes`.
+    pub limit: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -70,6 +77,8 @@ pub struct Metrics {
     pub rate_limited: Family<PolicyLabels, Counter>,
     pub cache_lookups: Family<PolicyLabels, Counter>,
     pub cache_evictions: Family<CacheLabels, Counter>,
+    pub limit_hits: Family<LimitLabels, Counter>,
+    pub connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -162,7 +171,21 @@ impl Default for Metrics {
             "Cached responses dropped for space or age",
             cache_evictions.clone(),
         );
+        let limit_hits = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_hits",
+            "Requests or connections refused by one of the host's limits, by limit",
+            limit_hits.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Open data-plane connections",
+            connections.clone(),
+        );
         Metrics {
+            limit_hits,
+            connections,
             auth_failures,
             rate_limited,
             cache_lookups,
@@ -179,6 +202,13 @@ impl Default for Metrics {
             deploys,
             failed_deploys,
         }
+    }
+}
+
+impl Metrics {
+    /// Counts one refusal by the limit named `limit`.
+    pub fn limit_hit(&self, limit: &'static str) {
+        self.limit_hits.get_or_create(&LimitLabels { limit }).inc();
     }
 }
 

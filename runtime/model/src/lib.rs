@@ -141,9 +141,10 @@ impl Inputs {
     pub fn merge(
         members: &[Inputs],
         pad: bool,
+        max_bytes: usize,
     ) -> Result<(Inputs, Vec<usize>), aifn_tensor::batch::Unbatchable> {
         let tensors: Vec<&[Tensor]> = members.iter().map(|m| m.tensors()).collect();
-        let batch = aifn_tensor::batch::merge(&tensors, pad)?;
+        let batch = aifn_tensor::batch::merge(&tensors, pad, max_bytes)?;
         Ok((Inputs(batch.inputs), batch.rows))
     }
 }
@@ -155,38 +156,46 @@ impl Signature {
         Ok(Inputs(tensors))
     }
 
+    /// Checks one input's name, element type and shape against the model, before its data is
+    /// read (what [`Signature::check_inputs`] checks of each tensor).
+    pub fn check_input(&self, name: &str, dtype: DType, shape: &[usize]) -> Result<(), String> {
+        let Some(port) = self.inputs.iter().find(|p| p.name == name) else {
+            let names: Vec<_> = self.inputs.iter().map(|p| p.name.as_str()).collect();
+            return Err(format!(
+                "input `{name}` is not an input of the model; it takes: {}",
+                names.join(", ")
+            ));
+        };
+        if dtype != port.dtype {
+            return Err(format!(
+                "input `{name}` has datatype {dtype} but the model expects {}",
+                port.dtype
+            ));
+        }
+        let fits = shape.len() == port.shape.len()
+            && shape
+                .iter()
+                .zip(&port.shape)
+                .all(|(&given, &expected)| expected < 0 || given as i64 == expected);
+        if !fits {
+            return Err(format!(
+                "input `{name}` has shape {shape:?} but the model expects {} (-1 means any size)",
+                format_shape(&port.shape)
+            ));
+        }
+        Ok(())
+    }
+
     fn check(&self, tensors: &[Tensor]) -> Result<(), ModelError> {
-        for tensor in tensors {
-            let Some(port) = self.inputs.iter().find(|p| p.name == tensor.name) else {
-                let names: Vec<_> = self.inputs.iter().map(|p| p.name.as_str()).collect();
+        for (i, tensor) in tensors.iter().enumerate() {
+            if tensors[..i].iter().any(|t| t.name == tensor.name) {
                 return Err(ModelError::BadInput(format!(
-                    "input `{}` is not an input of the model; it takes: {}",
-                    tensor.name,
-                    names.join(", ")
-                )));
-            };
-            if tensor.dtype() != port.dtype {
-                return Err(ModelError::BadInput(format!(
-                    "input `{}` has datatype {} but the model expects {}",
-                    tensor.name,
-                    tensor.dtype(),
-                    port.dtype
+                    "input `{}` is given twice",
+                    tensor.name
                 )));
             }
-            let fits = tensor.shape.len() == port.shape.len()
-                && tensor
-                    .shape
-                    .iter()
-                    .zip(&port.shape)
-                    .all(|(&given, &expected)| expected < 0 || given as i64 == expected);
-            if !fits {
-                return Err(ModelError::BadInput(format!(
-                    "input `{}` has shape {:?} but the model expects {} (-1 means any size)",
-                    tensor.name,
-                    tensor.shape,
-                    format_shape(&port.shape)
-                )));
-            }
+            self.check_input(&tensor.name, tensor.dtype(), &tensor.shape)
+                .map_err(ModelError::BadInput)?;
         }
         if let Some(missing) = self
             .inputs
@@ -243,7 +252,7 @@ impl ModelSession {
         let outputs = self
             .session
             .run(values)
-            .map_err(|e| ModelError::Inference(e.to_string()))?;
+            .map_err(|e| ModelError::Inference(without_source_locations(&e.to_string())))?;
         outputs
             .iter()
             .map(|(name, value)| from_ort(name, &value))
@@ -251,10 +260,40 @@ impl ModelSession {
     }
 }
 
+/// ONNX Runtime's message without its C++ source paths and signatures, which say nothing to a
+/// caller (`.../gather.cc:154 onnxruntime::common::Status onnxruntime::Gather::Compute(...) const`).
+pub fn without_source_locations(message: &str) -> String {
+    let is_location = |word: &str| {
+        [".cc:", ".h:", ".cpp:", ".hpp:"]
+            .iter()
+            .any(|ext| word.contains(ext))
+    };
+    let mut text = message
+        .split(' ')
+        .filter(|w| !is_location(w))
+        .collect::<Vec<_>>()
+        .join(" ");
+    while let Some(end) = text.find(") const ") {
+        let Some(start) = text[..end].find("onnxruntime::") else {
+            break;
+        };
+        // From the return type (the word holding `start`) to the signature's end.
+        let start = text[..start].rfind(' ').map_or(0, |space| space + 1);
+        text.replace_range(start..end + ") const ".len(), "");
+    }
+    text
+}
+
 fn to_ort(tensor: Tensor) -> Result<DynValue, ModelError> {
     use ort::value::Tensor as OrtTensor;
     let shape = tensor.shape;
-    let err = |e: ort::Error| ModelError::BadInput(format!("input `{}`: {e}", tensor.name));
+    let err = |e: ort::Error| {
+        ModelError::BadInput(format!(
+            "input `{}`: {}",
+            tensor.name,
+            without_source_locations(&e.to_string())
+        ))
+    };
     Ok(match tensor.data {
         TensorData::F32(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
         TensorData::F64(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
@@ -302,4 +341,19 @@ fn from_ort(name: &str, value: &ort::value::DynValueRef<'_>) -> Result<Tensor, M
     }
     .map_err(err)?;
     Tensor::new(name, shape, data).map_err(|e| ModelError::Inference(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_lose_onnx_runtime_source_locations() {
+        let message = "Non-zero status code returned while running Gather node. Name:'/embeddings/Gather' Status Message: /onnxruntime_src/onnxruntime/core/providers/cpu/tensor/gather.cc:154 onnxruntime::common::Status onnxruntime::Gather::Compute(onnxruntime::OpKernelContext*) const indices element out of data bounds, idx=30522 must be within the inclusive range [-30522,30521]";
+        assert_eq!(
+            without_source_locations(message),
+            "Non-zero status code returned while running Gather node. Name:'/embeddings/Gather' Status Message: indices element out of data bounds, idx=30522 must be within the inclusive range [-30522,30521]"
+        );
+        assert_eq!(without_source_locations("plain"), "plain");
+    }
 }

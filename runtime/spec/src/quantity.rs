@@ -141,7 +141,12 @@ pub fn parse_duration(text: &str) -> Result<HumanDuration, String> {
     if total > 365.0 * 24.0 * 3600.0 {
         return Err(format!("`{text}` is longer than a year"));
     }
-    Ok(HumanDuration(Duration::from_secs_f64(total)))
+    let duration = Duration::from_secs_f64(total);
+    // Below half a nanosecond the sum rounds to zero, which the checks above let through.
+    if duration.is_zero() {
+        return Err(format!("`{text}` must be at least 1ns"));
+    }
+    Ok(HumanDuration(duration))
 }
 
 impl fmt::Display for Bytes {
@@ -252,6 +257,16 @@ mod tests {
         assert!(parse_duration("50").unwrap_err().contains("no unit"));
         assert!(parse_duration("50 parsecs").is_err());
         assert!(parse_duration("0ms").is_err());
+        // Found by tests/properties.rs: positive, but zero once in nanoseconds (and then
+        // printed as `0ns`, which does not parse back).
+        assert!(parse_duration("0.0000000001s")
+            .unwrap_err()
+            .contains("at least 1ns"));
+        assert!(parse_duration("0.1ns").is_err());
+        assert_eq!(
+            parse_duration("0.5ns"),
+            Ok(HumanDuration(Duration::from_nanos(1)))
+        );
         assert_eq!(HumanDuration(Duration::from_millis(50)).to_string(), "50ms");
     }
 }

@@ -38,6 +38,43 @@ pub struct FunctionBody {
     /// How a new version of this function replaces the serving one; absent: at once, unless
     /// `aifn deploy --canary` or `--shadow` asks otherwise (with [`Rollout::default`]).
     pub rollout: Option<Rollout>,
+    /// Whether and how the model takes raw tensors on `/v2/models/NAME/infer`.
+    pub v2: V2Access,
+    /// A request the new version must answer with a 2xx before it takes traffic.
+    pub check: Option<SampleRequest>,
+}
+
+/// `spec.v2`: the Open Inference Protocol v2 route, which hands the caller's tensors to the model
+/// without the module.
+///
+/// The rule: it is on by default only for a function without a module, where the v2 route takes
+/// what its endpoints take. With a module, the module's own bounds (a token limit, say) would be
+/// bypassed, so it is off unless the spec turns it on, ideally with `max_shape`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct V2Access {
+    /// Explicitly on or off; absent: the rule above.
+    pub enabled: Option<bool>,
+    /// Upper bound of each dimension of every input, by position (`[32, 256]`: at most 32 rows of
+    /// 256); empty: only the model's fixed dimensions and the host's element limit bound a request.
+    pub max_shape: Vec<u64>,
+}
+
+impl V2Access {
+    pub fn exposed(&self, has_module: bool) -> bool {
+        self.enabled.unwrap_or(!has_module)
+    }
+}
+
+/// `spec.check`: a sample request sent to a new version before it is activated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SampleRequest {
+    /// One of the function's endpoints; absent: the first.
+    pub route: Option<String>,
+    /// The body sent.
+    pub body: String,
+    /// Headers sent with it (`content-type`, say).
+    #[serde(serialize_with = "pairs_as_mapping")]
+    pub headers: Vec<(String, String)>,
 }
 
 /// `spec.rollout`: a gradual, watched replacement of the serving version.
@@ -303,13 +340,18 @@ impl std::fmt::Display for Language {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Capabilities {
     /// Environment variables the module sees, with the values given here (never the host's).
+    #[serde(serialize_with = "pairs_as_mapping")]
     pub env: Vec<(String, String)>,
     /// The host's real wall clock.
     pub wall_clock: bool,
     /// Host directories the module may read: (directory on the host, path the module sees).
+    #[serde(serialize_with = "pairs_as_mapping")]
     pub read_dirs: Vec<(String, String)>,
     /// Addresses (`ip:port`) the module may open TCP or UDP connections to.
     pub network: Vec<std::net::SocketAddr>,
+    /// Name lookups through the host's resolver (a way out of the sandbox of its own, so it is
+    /// not implied by `network`).
+    pub dns: bool,
 }
 
 impl Capabilities {
@@ -491,4 +533,13 @@ mod tests {
             .contains("unknown framework `caffe`"));
         assert!(ModelRuntime::parse("python:3.11").is_err());
     }
+}
+
+/// Writes `(key, value)` pairs as the mapping the spec is written with (not a list of pairs, which
+/// does not parse back), in order and keeping repeated keys.
+fn pairs_as_mapping<S: serde::Serializer>(
+    pairs: &[(String, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(pairs.iter().map(|(k, v)| (k, v)))
 }

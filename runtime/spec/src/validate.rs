@@ -316,6 +316,8 @@ impl Checker {
                 "module",
                 "fallback",
                 "rollout",
+                "v2",
+                "check",
             ],
         )?;
         let model = self
@@ -344,6 +346,20 @@ impl Checker {
             Some(Fallback { model })
         });
         let rollout = self.optional(&f, "rollout", |c, n, p| c.rollout(n, p));
+        let v2 = self.optional(&f, "v2", |c, n, p| c.v2_access(n, p));
+        let check = self.optional(&f, "check", |c, n, p| c.sample_request(n, p));
+        if let (Some(Some(check)), Some(endpoints)) = (&check, &endpoints) {
+            if let Some(route) = &check.route {
+                if !endpoints.iter().any(|e| &e.route == route) {
+                    let at = f.get("check").map_or(f.pos, |n| n.pos);
+                    self.error(
+                        "spec.check.route",
+                        at,
+                        format!("`{route}` is not one of the function's endpoints"),
+                    );
+                }
+            }
+        }
         Some(FunctionBody {
             model: model?,
             resources: resources?,
@@ -352,6 +368,55 @@ impl Checker {
             module: module?,
             fallback: fallback?,
             rollout: rollout?,
+            v2: v2?.unwrap_or_default(),
+            check: check?,
+        })
+    }
+
+    fn v2_access(&mut self, node: &Node, path: &str) -> Option<V2Access> {
+        let f = self.fields(node, path, &["enabled", "max_shape"])?;
+        let enabled = self.optional(&f, "enabled", |c, n, p| c.boolean(n, p));
+        let max_shape = self.optional(&f, "max_shape", |c, n, p| {
+            let NodeKind::Seq(items) = &n.kind else {
+                c.error(
+                    p,
+                    n.pos,
+                    format!(
+                        "expected a list of dimensions like [32, 256], found {}",
+                        n.describe()
+                    ),
+                );
+                return None;
+            };
+            let mut dims = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let item_path = format!("{p}[{i}]");
+                let dim = c.uint(item, &item_path, u32::MAX)?;
+                if dim == 0 {
+                    c.error(&item_path, item.pos, "must be at least 1");
+                    return None;
+                }
+                dims.push(u64::from(dim));
+            }
+            Some(dims)
+        });
+        Some(V2Access {
+            enabled: enabled?,
+            max_shape: max_shape?.unwrap_or_default(),
+        })
+    }
+
+    fn sample_request(&mut self, node: &Node, path: &str) -> Option<SampleRequest> {
+        let f = self.fields(node, path, &["route", "body", "headers"])?;
+        let route = self.optional(&f, "route", |c, n, p| c.string(n, p));
+        let body = self
+            .required(&f, "body")
+            .and_then(|n| self.string(n, &f.child("body")));
+        let headers = self.optional(&f, "headers", |c, n, p| c.string_map(n, p));
+        Some(SampleRequest {
+            route: route?,
+            body: body?,
+            headers: headers?.unwrap_or_default(),
         })
     }
 
@@ -1059,7 +1124,11 @@ impl Checker {
     }
 
     fn capabilities(&mut self, node: &Node, path: &str) -> Option<Capabilities> {
-        let f = self.fields(node, path, &["env", "wall_clock", "read_dirs", "network"])?;
+        let f = self.fields(
+            node,
+            path,
+            &["env", "wall_clock", "read_dirs", "network", "dns"],
+        )?;
         let env = self.optional(&f, "env", |c, n, p| c.string_map(n, p));
         let wall_clock = self.optional(&f, "wall_clock", |c, n, p| c.boolean(n, p));
         let read_dirs = self.optional(&f, "read_dirs", |c, n, p| {
@@ -1073,10 +1142,14 @@ impl Checker {
                         "maps an absolute host directory to an absolute path the module sees",
                     );
                     ok = false;
+                } else if let Err(why) = check_read_dir(host) {
+                    c.error(&format!("{p}.{host}"), n.pos, why);
+                    ok = false;
                 }
             }
             ok.then_some(dirs)
         });
+        let dns = self.optional(&f, "dns", |c, n, p| c.boolean(n, p));
         let network = self.optional(&f, "network", |c, n, p| {
             let NodeKind::Seq(items) = &n.kind else {
                 c.error(
@@ -1109,6 +1182,7 @@ impl Checker {
             wall_clock: wall_clock?.unwrap_or(false),
             read_dirs: read_dirs?.unwrap_or_default(),
             network: network?.unwrap_or_default(),
+            dns: dns?.unwrap_or(false),
         })
     }
 
@@ -1122,6 +1196,33 @@ impl Checker {
         }
         Some(pairs)
     }
+}
+
+/// Host directories no module may read: the whole file system, and the kernel's and devices'
+/// interfaces. (The host also refuses its own state directory, which only it knows.)
+const REFUSED_READ_DIRS: [&str; 4] = ["/", "/proc", "/sys", "/dev"];
+
+fn check_read_dir(host: &str) -> Result<(), String> {
+    let normal = std::path::Path::new(host);
+    if normal
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!("`{host}` must not contain `..`"));
+    }
+    let trimmed = host.trim_end_matches('/');
+    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+    for refused in REFUSED_READ_DIRS {
+        let inside = refused == "/" && trimmed == "/"
+            || refused != "/"
+                && (trimmed == refused || trimmed.starts_with(&format!("{refused}/")));
+        if inside {
+            return Err(format!(
+                "`{host}` may not be granted: no module reads {refused}; grant the directory that holds its data"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn route_position(endpoint: &Node) -> Option<Pos> {

@@ -22,8 +22,14 @@ pub struct Batch {
 }
 
 /// Stacks the requests' inputs (each request a list of named tensors with the same first
-/// dimension) into one list of tensors.
-pub fn merge<R: AsRef<[Tensor]>>(requests: &[R], pad: bool) -> Result<Batch, Unbatchable> {
+/// dimension) into one list of tensors, of at most `max_bytes` in all: padding multiplies sizes
+/// (`[1, 100000]` and `[100000, 1]` pad to 10^10 elements), so the size is computed, with checked
+/// arithmetic, before anything is allocated.
+pub fn merge<R: AsRef<[Tensor]>>(
+    requests: &[R],
+    pad: bool,
+    max_bytes: usize,
+) -> Result<Batch, Unbatchable> {
     let first = requests
         .first()
         .ok_or_else(|| Unbatchable("no requests".into()))?
@@ -46,6 +52,7 @@ pub fn merge<R: AsRef<[Tensor]>>(requests: &[R], pad: bool) -> Result<Batch, Unb
         rows.push(count);
     }
     let mut merged = Vec::with_capacity(first.len());
+    let mut budget = max_bytes;
     for template in first {
         let parts: Vec<&Tensor> = requests
             .iter()
@@ -59,7 +66,7 @@ pub fn merge<R: AsRef<[Tensor]>>(requests: &[R], pad: bool) -> Result<Batch, Unb
                     })
             })
             .collect::<Result<_, _>>()?;
-        merged.push(stack(&parts, pad)?);
+        merged.push(stack(&parts, pad, &mut budget)?);
     }
     Ok(Batch {
         inputs: merged,
@@ -100,7 +107,7 @@ pub fn split(outputs: &[Tensor], rows: &[usize]) -> Result<Vec<Vec<Tensor>>, Unb
     Ok(per_request)
 }
 
-fn stack(parts: &[&Tensor], pad: bool) -> Result<Tensor, Unbatchable> {
+fn stack(parts: &[&Tensor], pad: bool, budget: &mut usize) -> Result<Tensor, Unbatchable> {
     let first = parts[0];
     let mut target = first.shape.clone();
     for part in parts {
@@ -120,8 +127,32 @@ fn stack(parts: &[&Tensor], pad: bool) -> Result<Tensor, Unbatchable> {
             *want = (*want).max(have);
         }
     }
-    target[0] = parts.iter().map(|p| p.shape[0]).sum();
-    let mut data = first.data.empty_like(target.iter().product());
+    target[0] = parts
+        .iter()
+        .try_fold(0usize, |rows, p| rows.checked_add(p.shape[0]))
+        .ok_or_else(|| Unbatchable("the batch has more rows than memory can hold".into()))?;
+    let elements = crate::element_count(&target);
+    let bytes = elements.and_then(|n| {
+        let strings: usize = parts
+            .iter()
+            .filter_map(|p| match &p.data {
+                TensorData::String(v) => Some(v.iter().map(String::len).sum::<usize>()),
+                _ => None,
+            })
+            .sum();
+        n.checked_mul(first.data.element_size())?
+            .checked_add(strings)
+    });
+    match bytes {
+        Some(bytes) if bytes <= *budget => *budget -= bytes,
+        _ => {
+            return Err(Unbatchable(format!(
+                "input `{}` merged to shape {target:?} would be over the batch limit of {} bytes",
+                first.name, *budget
+            )))
+        }
+    }
+    let mut data = first.data.empty_like(elements.unwrap_or(0));
     for part in parts {
         let mut part_target = target.clone();
         part_target[0] = part.shape[0];
@@ -174,6 +205,16 @@ macro_rules! each_variant {
 }
 
 impl TensorData {
+    /// Bytes one element takes in a merged batch (a string's characters are counted apart).
+    fn element_size(&self) -> usize {
+        match self {
+            TensorData::F32(_) | TensorData::I32(_) => 4,
+            TensorData::F64(_) | TensorData::I64(_) => 8,
+            TensorData::U8(_) | TensorData::Bool(_) => 1,
+            TensorData::String(_) => std::mem::size_of::<String>(),
+        }
+    }
+
     fn empty_like(&self, capacity: usize) -> TensorData {
         each_variant!(self, _v => Vec::with_capacity(capacity))
     }
@@ -208,7 +249,7 @@ mod tests {
     fn stacks_equal_shapes_and_splits_back() {
         let a = vec![i64s("x", vec![1, 3], vec![1, 2, 3])];
         let b = vec![i64s("x", vec![2, 3], vec![4, 5, 6, 7, 8, 9])];
-        let batch = merge(&[a.clone(), b.clone()], false).unwrap();
+        let batch = merge(&[a.clone(), b.clone()], false, usize::MAX).unwrap();
         assert_eq!(batch.rows, vec![1, 2]);
         assert_eq!(batch.inputs, vec![i64s("x", vec![3, 3], (1..=9).collect())]);
         let outputs = split(&batch.inputs, &batch.rows).unwrap();
@@ -225,8 +266,8 @@ mod tests {
             i64s("mask", vec![1, 3], vec![1, 1, 1]),
             i64s("ids", vec![1, 3], vec![3, 4, 5]),
         ];
-        assert!(merge(&[a.clone(), b.clone()], false).is_err());
-        let batch = merge(&[a, b], true).unwrap();
+        assert!(merge(&[a.clone(), b.clone()], false, usize::MAX).is_err());
+        let batch = merge(&[a, b], true, usize::MAX).unwrap();
         assert_eq!(
             batch.inputs[0],
             i64s("ids", vec![2, 3], vec![1, 2, 0, 3, 4, 5])
@@ -246,7 +287,7 @@ mod tests {
             TensorData::F32(vec![3.0, 4.0, 5.0, 6.0, 7.0, 8.0]),
         )
         .unwrap();
-        let batch = merge(&[vec![a], vec![b]], true).unwrap();
+        let batch = merge(&[vec![a], vec![b]], true, usize::MAX).unwrap();
         assert_eq!(batch.inputs[0].shape, vec![2, 2, 3]);
         assert_eq!(
             batch.inputs[0].data,
@@ -261,8 +302,26 @@ mod tests {
         let x = vec![i64s("x", vec![1, 1], vec![1])];
         let y = vec![i64s("y", vec![1, 1], vec![1])];
         let f = vec![Tensor::new("x", vec![1, 1], TensorData::F32(vec![1.0])).unwrap()];
-        assert!(merge(&[x.clone(), y], true).is_err());
-        assert!(merge(&[x.clone(), f], true).is_err());
+        assert!(merge(&[x.clone(), y], true, usize::MAX).is_err());
+        assert!(merge(&[x.clone(), f], true, usize::MAX).is_err());
         assert!(split(&[i64s("out", vec![1], vec![0])], &[1, 1]).is_err());
+    }
+
+    #[test]
+    fn refuses_a_merge_over_the_byte_limit_before_allocating_it() {
+        // The reproduced abort: padding [1, 100000] and [100000, 1] asks for 10^10 elements.
+        let wide = vec![i64s("ids", vec![1, 100_000], vec![1; 100_000])];
+        let tall = vec![i64s("ids", vec![100_000, 1], vec![1; 100_000])];
+        let err = merge(&[wide.clone(), tall.clone()], true, 64 << 20).unwrap_err();
+        assert!(err.to_string().contains("over the batch limit"), "{err}");
+        // Within the limit the same inputs merge (without padding they never could).
+        let small = vec![i64s("ids", vec![2, 3], vec![1; 6])];
+        assert_eq!(
+            merge(&[small.clone(), small.clone()], false, 96)
+                .unwrap()
+                .rows,
+            vec![2, 2]
+        );
+        assert!(merge(&[small.clone(), small], false, 95).is_err());
     }
 }

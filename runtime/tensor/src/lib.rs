@@ -144,7 +144,12 @@ impl Tensor {
         data: TensorData,
     ) -> Result<Tensor, TensorError> {
         let name = name.into();
-        let expected: usize = shape.iter().product();
+        let Some(expected) = element_count(&shape) else {
+            return Err(TensorError::Input {
+                input: name,
+                message: format!("shape {shape:?} has more elements than memory can hold"),
+            });
+        };
         if expected != data.len() {
             return Err(TensorError::Input {
                 input: name,
@@ -173,8 +178,24 @@ impl Tensor {
     }
 }
 
+/// The number of elements of a tensor of `shape`, or `None` when it overflows `usize` (a shape
+/// like `[4294967296, 4294967296]` must not wrap to a small number).
+pub fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
 /// Decodes the body of a v2 inference request into its input tensors.
 pub fn decode_v2_request(body: &[u8]) -> Result<Vec<Tensor>, TensorError> {
+    decode_v2_request_with(body, |_, _, _| Ok(()))
+}
+
+/// [`decode_v2_request`], asking `admit` about each input's name, datatype and shape before its data
+/// is converted (its error is the message returned): the caller refuses there what it will not run (a shape the model does not take,
+/// more elements than a request may hold), before anything is allocated for it.
+pub fn decode_v2_request_with(
+    body: &[u8],
+    mut admit: impl FnMut(&str, DType, &[usize]) -> Result<(), String>,
+) -> Result<Vec<Tensor>, TensorError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| TensorError::Json(e.to_string()))?;
     let inputs = value
@@ -184,11 +205,15 @@ pub fn decode_v2_request(body: &[u8]) -> Result<Vec<Tensor>, TensorError> {
     inputs
         .iter()
         .enumerate()
-        .map(|(i, input)| decode_v2_tensor(i, input))
+        .map(|(i, input)| decode_v2_tensor(i, input, &mut admit))
         .collect()
 }
 
-fn decode_v2_tensor(index: usize, input: &Value) -> Result<Tensor, TensorError> {
+fn decode_v2_tensor(
+    index: usize,
+    input: &Value,
+    admit: &mut impl FnMut(&str, DType, &[usize]) -> Result<(), String>,
+) -> Result<Tensor, TensorError> {
     let name = input
         .get("name")
         .and_then(Value::as_str)
@@ -203,9 +228,14 @@ fn decode_v2_tensor(index: usize, input: &Value) -> Result<Tensor, TensorError> 
         .and_then(Value::as_array)
         .ok_or_else(|| err("needs a \"shape\" list of non-negative integers".into()))?
         .iter()
-        .map(|d| d.as_u64().map(|d| d as usize))
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| err("\"shape\" must hold non-negative integers".into()))?;
+    let Some(elements) = element_count(&shape) else {
+        return Err(err(format!(
+            "shape {shape:?} has more elements than memory can hold"
+        )));
+    };
     let datatype = input
         .get("datatype")
         .and_then(Value::as_str)
@@ -214,11 +244,18 @@ fn decode_v2_tensor(index: usize, input: &Value) -> Result<Tensor, TensorError> 
         })?;
     let dtype = DType::from_v2_name(datatype)
         .ok_or_else(|| err(format!("unknown datatype `{datatype}`; expected FP32, FP64, INT32, INT64, UINT8, BOOL or BYTES")))?;
+    admit(&name, dtype, &shape).map_err(TensorError::Shape)?;
     let data = input
         .get("data")
         .ok_or_else(|| err("needs \"data\"".into()))?;
-    let mut flat = Vec::new();
+    let mut flat = Vec::with_capacity(elements.min(1 << 16));
     flatten(data, &mut flat);
+    if flat.len() != elements {
+        return Err(err(format!(
+            "shape {shape:?} holds {elements} elements but {} were given",
+            flat.len()
+        )));
+    }
     let data = convert(dtype, &flat).map_err(err)?;
     Tensor::new(name.clone(), shape, data)
 }
@@ -244,7 +281,11 @@ fn convert(dtype: DType, values: &[&Value]) -> Result<TensorData, String> {
             .collect()
     }
     Ok(match dtype {
-        DType::F32 => TensorData::F32(each(values, "a number", |v| v.as_f64().map(|x| x as f32))?),
+        DType::F32 => TensorData::F32(each(values, "a number within FP32's range", |v| {
+            v.as_f64()
+                .filter(|x| x.abs() <= f64::from(f32::MAX))
+                .map(|x| x as f32)
+        })?),
         DType::F64 => TensorData::F64(each(values, "a number", Value::as_f64)?),
         DType::I32 => TensorData::I32(each(values, "a 32-bit integer", |v| {
             v.as_i64().and_then(|x| i32::try_from(x).ok())
@@ -305,6 +346,35 @@ mod tests {
             decode_v2_request(b"{nope"),
             Err(TensorError::Json(_))
         ));
+    }
+
+    #[test]
+    fn shapes_whose_element_count_overflows_are_refused() {
+        let huge = 1usize << (usize::BITS / 2);
+        let err = Tensor::new("x", vec![huge, huge], TensorData::I64(vec![])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("more elements than memory can hold"),
+            "{err}"
+        );
+        let body = br#"{"inputs":[{"name":"x","shape":[4294967296,4294967296],"datatype":"INT64","data":[]}]}"#;
+        let err = decode_v2_request(body).unwrap_err().to_string();
+        assert!(err.contains("more elements than memory can hold"), "{err}");
+    }
+
+    #[test]
+    fn admit_sees_each_input_before_its_data_is_read() {
+        let body = br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1, 2]}]}"#;
+        let mut seen = Vec::new();
+        let err = decode_v2_request_with(body, |name, dtype, shape| {
+            seen.push((name.to_string(), dtype, shape.to_vec()));
+            Err("too many".into())
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "too many");
+        assert_eq!(seen, vec![("x".to_string(), DType::F32, vec![2])]);
+        let body = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1e39]}]}"#;
+        assert!(decode_v2_request(body).is_err());
     }
 
     #[test]

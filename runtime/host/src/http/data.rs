@@ -186,13 +186,7 @@ pub(super) async fn endpoint(
         Ok::<_, ApiError>(served)
     })
     .await
-    .unwrap_or_else(|_| {
-        Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "request_timeout",
-            format!("the request took longer than the endpoint's limit of {deadline:?}"),
-        ))
-    });
+    .unwrap_or_else(|_| Err(timed_out(deadline)));
     if let Some((shadow, live, work)) = shadow_job {
         let stable = match &served {
             Ok(served) => (served.status, served.body.clone()),
@@ -243,19 +237,21 @@ enum NotStored {
 }
 
 /// What passing the endpoint's access rules and rate limits gave.
-struct Admitted {
+struct Admitted<'p> {
     caller: Caller,
     rate: Option<Allowed>,
+    /// The endpoint whose rules let the caller in: its body limit and deadline apply.
+    policy: &'p EndpointPolicy,
 }
 
 /// Access rules, then the host's rate limit, then the endpoint's, each counted when it refuses.
-fn admit(
+fn admit<'p>(
     data: &DataPlane,
     function: &LoadedFunction,
-    policies: &[EndpointPolicy],
+    policies: &'p [EndpointPolicy],
     route: &str,
     request: &Request<Incoming>,
-) -> Result<Admitted, ApiError> {
+) -> Result<Admitted<'p>, ApiError> {
     // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d; allowlists name them as IPv4.
     let peer = request
         .extensions()
@@ -307,7 +303,11 @@ fn admit(
         ),
         None => None,
     };
-    Ok(Admitted { caller, rate })
+    Ok(Admitted {
+        caller,
+        rate,
+        policy,
+    })
 }
 
 /// An answer on its way out, with what the policies add to its headers.
@@ -472,6 +472,9 @@ fn finish(
             response
         }
         Err(mut error) => {
+            if let Some(limit) = error.limit() {
+                data.metrics.limit_hit(limit);
+            }
             error.details.get_or_insert_with(
                 || json!({ "function": function.name(), "version": function.version() }),
             );
@@ -510,11 +513,13 @@ pub(super) async fn v2(
         }
         ["v2", "health", "ready"] if get => Ok(super::readiness(&data.registry)),
         ["v2", "models", name, rest @ ..] => {
-            let serving = data
-                .registry
-                .serving(name)
-                .ok_or_else(|| ApiError::not_found(format!("no model named `{name}`")))?;
+            let no_model = || ApiError::not_found(format!("no model named `{name}`"));
+            let serving = data.registry.serving(name).ok_or_else(no_model)?;
             let function = serving.stable.clone();
+            // A function whose spec keeps v2 closed is not a model here (see `spec.v2`).
+            if !function.v2_exposed {
+                return Err(no_model());
+            }
             // `/versions/<n>/...` addresses a version; only the active one is served.
             let rest = match rest {
                 ["versions", version, rest @ ..] => {
@@ -528,14 +533,22 @@ pub(super) async fn v2(
                 }
                 rest => rest,
             };
+            let route = format!("/v2/models/{name}/infer");
             match rest {
-                [] if get => Ok(json_response(StatusCode::OK, &model_metadata(&function))),
-                ["ready"] if get => Ok(json_response(
-                    StatusCode::OK,
-                    &json!({ "name": name, "ready": true }),
-                )),
+                // Metadata and readiness tell what the model is: the caller needs what the
+                // function's endpoints ask for.
+                [] if get => {
+                    admit(&data, &function, &function.endpoints, &route, &request)?;
+                    Ok(json_response(StatusCode::OK, &model_metadata(&function)))
+                }
+                ["ready"] if get => {
+                    admit(&data, &function, &function.endpoints, &route, &request)?;
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &json!({ "name": name, "ready": true }),
+                    ))
+                }
                 ["infer"] if post => {
-                    let route = format!("/v2/models/{name}/infer");
                     let started = Instant::now();
                     let mut answering = function.clone();
                     let result = async {
@@ -543,9 +556,25 @@ pub(super) async fn v2(
                             admit(&data, &function, &function.endpoints, &route, &request)?;
                         answering = serving.choose(&admitted.caller, request.headers()).serve;
                         let function = answering.clone();
-                        let body = read_body(request, data.limits.max_body_bytes).await?;
-                        let inputs = v2_inputs(&function.signature, &body)?;
-                        let reply = invoke(&data, &function, Work::Tensors(inputs)).await?;
+                        // The admitting endpoint's bounds, within the host's.
+                        let limits = data.limits;
+                        let policy = admitted.policy;
+                        let deadline = policy
+                            .timeout
+                            .map_or(limits.request_timeout, |t| t.min(limits.request_timeout));
+                        let max_body = policy
+                            .max_body
+                            .map_or(limits.max_body_bytes, |m| m.min(limits.max_body_bytes));
+                        let run = async {
+                            let body = read_body(request, max_body).await?;
+                            let inputs =
+                                v2_inputs(&function.signature, &function.tensor_limits, &body)?;
+                            invoke(&data, &function, Work::Tensors(inputs)).await
+                        };
+                        let reply = tokio::time::timeout(deadline, run)
+                            .await
+                            .map_err(|_| timed_out(deadline))?
+                            .map_err(|e| e.with_rate(admitted.rate))?;
                         Ok(Served {
                             status: reply.status,
                             content_type: reply.content_type,
@@ -568,6 +597,14 @@ pub(super) async fn v2(
         ["v2"] | ["v2", "health", "live" | "ready"] => Err(method_not_allowed(&path, "GET")),
         _ => Err(ApiError::not_found(format!("no route {path}"))),
     }
+}
+
+fn timed_out(deadline: std::time::Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "request_timeout",
+        format!("the request took longer than the endpoint's limit of {deadline:?}"),
+    )
 }
 
 fn method_not_allowed(path: &str, allowed: &str) -> ApiError {

@@ -101,6 +101,16 @@ impl ApiError {
         self
     }
 
+    /// The host limit this error is a refusal by, if any (counted in `aifn_limit_hits`).
+    pub fn limit(&self) -> Option<&'static str> {
+        match self.code {
+            "body_too_large" => Some("body_bytes"),
+            "tensor_too_large" => Some("tensor_elements"),
+            "function_output_too_large" => Some("module_output_bytes"),
+            _ => None,
+        }
+    }
+
     pub fn into_response(self) -> HttpResponse {
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(details) = self.details {
@@ -132,6 +142,14 @@ impl From<InvokeError> for ApiError {
         let message = error.to_string();
         match error {
             InvokeError::BadTensors(_) => ApiError::new(S::BAD_REQUEST, "invalid_input", message),
+            InvokeError::TensorLimit(_) => {
+                ApiError::new(S::PAYLOAD_TOO_LARGE, "tensor_too_large", message)
+            }
+            InvokeError::Guest(GuestError::OutputTooLarge(_)) => ApiError::new(
+                S::INTERNAL_SERVER_ERROR,
+                "function_output_too_large",
+                message,
+            ),
             InvokeError::Guest(GuestError::Rejected(_)) => {
                 ApiError::new(S::BAD_REQUEST, "rejected_by_function", message)
             }

@@ -26,12 +26,27 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Serves until `shutdown` completes; connections in progress finish on their own tasks.
+///
+/// At most `max_connections` are open at once: one more is answered 503 and closed at once (a
+/// client learns why, and the host holds nothing for it). Each open connection is bounded too: its
+/// request head (`max_header_bytes`, `max_headers`: 431 above), its body (the endpoint's limit),
+/// and its idle time (an idle keep-alive connection waits for the next request's head, so
+/// `header_read_timeout` closes it). HTTP/1.1 serves one request of a connection at a time, so
+/// pipelined requests wait their turn in the connection's bounded read buffer.
 pub async fn serve(
     host: Arc<Host>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(host.config.max_connections));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(host.config.header_read_timeout)
+        .max_buf_size(host.config.max_header_bytes.max(8192))
+        .max_header_size(host.config.max_header_bytes)
+        .max_headers(host.config.max_headers);
+    let http = Arc::new(http);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -45,24 +60,51 @@ pub async fn serve(
             },
             () = &mut shutdown => return Ok(()),
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            host.metrics.limit_hit("connections");
+            tokio::spawn(refuse_connection(stream, host.config.max_connections));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let host = host.clone();
-        let header_timeout = host.config.header_read_timeout;
+        let http = http.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(PeerAddr(peer));
+            let _slot = slot;
+            host.metrics.connections.inc();
+            let service = {
                 let host = host.clone();
-                async move { Ok::<_, Infallible>(handle(host, request).await) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
+                service_fn(move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(PeerAddr(peer));
+                    let host = host.clone();
+                    async move { Ok::<_, Infallible>(handle(host, request).await) }
+                })
+            };
+            if let Err(e) = http.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!("connection ended: {e}");
             }
+            host.metrics.connections.dec();
         });
     }
+}
+
+/// Answers a connection over the cap with 503 and closes it (within a second: a client that does
+/// not read is not waited for).
+async fn refuse_connection(mut stream: tokio::net::TcpStream, cap: usize) {
+    use tokio::io::AsyncWriteExt;
+    let body = json!({ "error": {
+        "code": "too_many_connections",
+        "message": format!("the host has its limit of {cap} connections open; retry shortly"),
+    }})
+    .to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
 }
 
 /// The client's address, attached to each request for access rules and per-address limits.
