@@ -8,7 +8,10 @@
 //! state.redb           versions, deployments, rollouts, audit events, model ids, API keys
 //! admin-token          the control plane's token (mode 0600)
 //! compiled/            compiled components, cached by digest
+//! tmp/                 uploads in progress (emptied at every start)
 //! ```
+//! The directory is the owner's only (mode 0700): specs hold `capabilities.env` values, and the
+//! database the API keys' hashes.
 //! The admin token stays a file of its own: `aifn` commands on the host's machine read it while
 //! the host holds `state.redb` open, and redb lets only one process open a database. Older
 //! layouts are imported on first start: per-version JSON files, and `keys.json`.
@@ -74,10 +77,22 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens (or creates) the state directory. Nothing is in flight while a host starts, so what
+    /// a crash left behind goes: interrupted uploads, and blobs no record names (an upload whose
+    /// deploy never committed, a model id's replaced file).
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        fs::create_dir_all(root).map_err(io_err("creating", root))?;
+        owner_only(root)?;
         for dir in ["blobs/sha256", "compiled", "tmp"] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
+        }
+        let tmp = root.join("tmp");
+        for entry in fs::read_dir(&tmp)
+            .map_err(io_err("listing", &tmp))?
+            .flatten()
+        {
+            let _ = fs::remove_file(entry.path());
         }
         let path = root.join("state.redb");
         let existed = path.exists();
@@ -96,6 +111,11 @@ impl Store {
         })?;
         if !existed {
             store.import_files()?;
+        }
+        owner_only(&path)?;
+        let (blobs, bytes) = store.collect_garbage(std::time::Duration::ZERO)?;
+        if blobs > 0 {
+            tracing::info!("removed {blobs} blobs ({bytes} bytes) that no record names");
         }
         Ok(store)
     }
@@ -181,10 +201,11 @@ impl Store {
     /// before the commit) none of it.
     pub fn write<T>(
         &self,
-        change: impl FnOnce(&mut Txn) -> Result<T, StoreError>,
+        change: impl FnOnce(&mut Txn<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut txn = Txn {
             tx: self.db.begin_write().map_err(db)?,
+            store: self,
         };
         let value = change(&mut txn)?;
         txn.tx.commit().map_err(db)?;
@@ -303,41 +324,41 @@ impl Store {
         &self,
         min_age: std::time::Duration,
     ) -> Result<(usize, u64), StoreError> {
-        let mut used = std::collections::HashSet::new();
-        self.read(|tx| {
-            let versions = tx.open_table(VERSIONS).map_err(db)?;
+        // Inside a write transaction: no record that names a blob commits while blobs are removed.
+        self.write(|txn| {
+            let mut used = std::collections::HashSet::new();
+            let versions = txn.tx.open_table(VERSIONS).map_err(db)?;
             for row in versions.iter().map_err(db)? {
                 let (_, bytes) = row.map_err(db)?;
                 let record: VersionRecord = decode(bytes.value(), "version")?;
                 used.extend(record.artifacts().map(|a| a.digest.hex().to_string()));
             }
-            let models = tx.open_table(MODELS).map_err(db)?;
+            let models = txn.tx.open_table(MODELS).map_err(db)?;
             for row in models.iter().map_err(db)? {
                 let (_, bytes) = row.map_err(db)?;
                 let entry: ModelEntry = decode(bytes.value(), "model")?;
                 used.insert(entry.model.digest.hex().to_string());
             }
-            Ok(())
-        })?;
-        let dir = self.root.join("blobs/sha256");
-        let (mut count, mut bytes) = (0, 0);
-        for entry in fs::read_dir(&dir)
-            .map_err(io_err("listing", &dir))?
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(meta) = entry.metadata() else { continue };
-            let old = meta
-                .modified()
-                .ok()
-                .and_then(|m| m.elapsed().ok())
-                .is_some_and(|age| age >= min_age);
-            if !used.contains(&name) && old && fs::remove_file(entry.path()).is_ok() {
-                count += 1;
-                bytes += meta.len();
+            let dir = self.root.join("blobs/sha256");
+            let (mut count, mut bytes) = (0, 0);
+            for entry in fs::read_dir(&dir)
+                .map_err(io_err("listing", &dir))?
+                .flatten()
+            {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Ok(meta) = entry.metadata() else { continue };
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age >= min_age);
+                if !used.contains(&name) && old && fs::remove_file(entry.path()).is_ok() {
+                    count += 1;
+                    bytes += meta.len();
+                }
             }
-        }
-        Ok((count, bytes))
+            Ok((count, bytes))
+        })
     }
 
     /// Brings the records of a state directory written before the database (one JSON file per
@@ -390,13 +411,26 @@ impl Store {
     }
 }
 
-/// One write transaction on the state database (see [`Store::write`]).
-pub struct Txn {
+/// One write transaction on the state database (see [`Store::write`]). Write transactions run
+/// one at a time, garbage collection included, so a record that names a blob checks here that the
+/// blob exists, and a collection never removes a blob that a record is being committed for.
+pub struct Txn<'s> {
     tx: redb::WriteTransaction,
+    store: &'s Store,
 }
 
-impl Txn {
+impl Txn<'_> {
+    fn require_blob(&self, artifact: &Artifact) -> Result<(), StoreError> {
+        match self.store.blob_size(&artifact.digest) {
+            Some(_) => Ok(()),
+            None => Err(StoreError::MissingBlob(artifact.digest.clone())),
+        }
+    }
+
     pub fn save_version(&mut self, record: &VersionRecord) -> Result<(), StoreError> {
+        for artifact in record.artifacts() {
+            self.require_blob(artifact)?;
+        }
         let mut table = self.tx.open_table(VERSIONS).map_err(db)?;
         let json = serde_json::to_vec(record).expect("records serialise");
         table
@@ -461,6 +495,7 @@ impl Txn {
     }
 
     pub fn register_model(&mut self, entry: &ModelEntry) -> Result<(), StoreError> {
+        self.require_blob(&entry.model)?;
         let mut table = self.tx.open_table(MODELS).map_err(db)?;
         let json = serde_json::to_vec(entry).expect("entries serialise");
         table
@@ -530,6 +565,18 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     sync_dir(dir)
 }
 
+/// Makes a file or directory readable and writable by its owner only.
+fn owner_only(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if path.is_dir() { 0o700 } else { 0o600 };
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(io_err("restricting", path))?;
+    }
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -595,10 +642,9 @@ mod tests {
     #[test]
     fn versions_deployments_and_history_change_together_and_survive_reopening() {
         let (store, dir) = temp_store();
-        let artifact = Artifact {
-            digest: Digest::of(b"m"),
-            size: 1,
-        };
+        let mut w = store.blob_writer().unwrap();
+        w.write(b"m").unwrap();
+        let artifact = store.finish_blob(w, &Digest::of(b"m")).unwrap();
         for version in 1..=2 {
             assert_eq!(store.next_version("f").unwrap(), version);
             store
@@ -648,6 +694,8 @@ mod tests {
         };
         let versions = dir.join("functions/f/versions");
         fs::create_dir_all(&versions).unwrap();
+        fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        fs::write(dir.join("blobs/sha256").join(artifact.digest.hex()), b"m").unwrap();
         fs::write(
             versions.join("1.json"),
             serde_json::to_vec(&record("f", 1, &artifact)).unwrap(),
@@ -657,6 +705,48 @@ mod tests {
         let store = Store::open(&dir).unwrap();
         assert_eq!(store.deployment("f").unwrap().unwrap().stable, 1);
         assert_eq!(store.version("f", 1).unwrap().model, artifact);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn opening_clears_interrupted_uploads_and_unnamed_blobs_and_restricts_the_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let (store, dir) = temp_store();
+        let mut w = store.blob_writer().unwrap();
+        w.write(b"named").unwrap();
+        let named = store.finish_blob(w, &Digest::of(b"named")).unwrap();
+        store
+            .write(|txn| {
+                txn.register_model(&ModelEntry {
+                    id: "m".into(),
+                    model: named.clone(),
+                    updated_at: 0,
+                })
+            })
+            .unwrap();
+        let mut w = store.blob_writer().unwrap();
+        w.write(b"orphan").unwrap();
+        let orphan = store.finish_blob(w, &Digest::of(b"orphan")).unwrap();
+        let mut interrupted = store.blob_writer().unwrap();
+        interrupted.write(b"half").unwrap();
+        std::mem::forget(interrupted); // as if the process died mid-upload
+        drop(store);
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+        assert!(store.blob_size(&named.digest).is_some());
+        assert!(store.blob_size(&orphan.digest).is_none());
+        // A record never names a blob that is not there.
+        let missing = store.write(|txn| {
+            txn.register_model(&ModelEntry {
+                id: "gone".into(),
+                model: orphan.clone(),
+                updated_at: 0,
+            })
+        });
+        assert!(matches!(missing, Err(StoreError::MissingBlob(_))));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("state.redb")), 0o600);
         fs::remove_dir_all(dir).unwrap();
     }
 }
