@@ -65,13 +65,13 @@ load() { # connections -> "rps p50_ms p99_ms errors"
 
 # 1. The step load, autoscaled (1 to 4 replicas asked; the host's cores cap it).
 serve auto
-AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench $aifn deploy "$(spec 1 4)" > /dev/null
+AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench $aifn deploy "$(spec 1 4)" > /dev/null
 echo "seconds,clients,replicas,running,queued,p95_ms" > "$work/samples.csv"
 echo 0 > "$work/clients"
 t0=$(date +%s.%N)
 (
   while true; do
-    s=$(curl -sf -H 'Authorization: Bearer bench' "$base/admin/v1/functions/$name" || true)
+    s=$(curl -sf -H 'Authorization: Bearer bench' "$admin/admin/v1/functions/$name" || true)
     [ -n "$s" ] && echo "$s" | $py -c '
 import json, sys, time
 s = json.load(sys.stdin)
@@ -93,7 +93,7 @@ done
 echo 0 > "$work/clients"
 sleep 20
 kill $sampler_pid 2>/dev/null || true
-ceiling=$(curl -sf -H 'Authorization: Bearer bench' "$base/admin/v1/functions/$name" | $py -c 'import json,sys; print(json.load(sys.stdin)["scaling"]["ceiling"])')
+ceiling=$(curl -sf -H 'Authorization: Bearer bench' "$admin/admin/v1/functions/$name" | $py -c 'import json,sys; print(json.load(sys.stdin)["scaling"]["ceiling"])')
 auto64=$(echo "${step[64]}" | awk '{ print $1 }')
 grep -c "scaling:" "$work/auto/host.log" > "$work/decisions" || true
 grep "scaling:" "$work/auto/host.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -20 > "$work/decision-log"
@@ -104,7 +104,7 @@ wait $host_pid 2>/dev/null || true
 declare -A fixed
 for n in $(seq 1 "$ceiling"); do
   serve "fixed$n"
-  AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench $aifn deploy "$(spec "$n" "$n")" > /dev/null
+  AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench $aifn deploy "$(spec "$n" "$n")" > /dev/null
   fixed[$n]=$(load 64)
   kill $host_pid 2>/dev/null || true
   wait $host_pid 2>/dev/null || true

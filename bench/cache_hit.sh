@@ -19,7 +19,7 @@ AIFN_LOG=warn start_host "$work/host"
 sed 's#      auth: none#      auth: api_key\n      rate_limit: {requests_per_second: 1000000, burst: 1000000}\n      cache: {ttl: 10m}#' \
   functions/churn-predictor/function.yaml > functions/churn-predictor/.bench-cached.yaml
 trap 'kill $host_pid $bare_pid 2>/dev/null || true; rm -rf "$work" functions/churn-predictor/.bench-cached.yaml' EXIT
-export AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench
+export AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench
 $aifn deploy functions/churn-predictor/.bench-cached.yaml > /dev/null
 key=$($aifn keys create --function churn-predictor 2>/dev/null)
 

@@ -14,14 +14,14 @@ work=$(mktemp -d)
 trap 'kill $host_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 export AIFN_LOG=warn
 start_host "$work/host" --autoscale-window-secs 1 --scale-down-delay-secs 0.5
-instances() { curl -sf -H 'Authorization: Bearer bench' "$base/admin/v1/functions/$1" | sed -n 's/.*"load":{"instances":\([0-9]*\).*/\1/p'; }
+instances() { curl -sf -H 'Authorization: Bearer bench' "$admin/admin/v1/functions/$1" | sed -n 's/.*"load":{"instances":\([0-9]*\).*/\1/p'; }
 ms() { curl -s -o /dev/null -w '%{time_total}' -XPOST "$base$1" -H 'content-type: application/json' -d "$2" | awk '{ printf "%.1f", $1 * 1000 }'; }
 
 run() { # name route body
   local name=$1 route=$2 body=$3
   sed -e "s#path: model/#path: $PWD/functions/$name/model/#" -e "s#path: module/#path: $PWD/functions/$name/module/#" \
       -e 's/min_replicas: [0-9]*/min_replicas: 0/' "functions/$name/function.yaml" > "$work/$name.yaml"
-  AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench $aifn deploy "$work/$name.yaml" > /dev/null
+  AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench $aifn deploy "$work/$name.yaml" > /dev/null
   ms "$route" "$body" > /dev/null
   for i in 1 2 3; do
     for _ in $(seq 1 100); do [ "$(instances "$name")" = "0" ] && break; sleep 0.1; done

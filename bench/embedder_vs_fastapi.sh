@@ -33,7 +33,7 @@ for _ in $(seq 1 400); do
   curl -sf -o /dev/null -XPOST "$baseline/v1/embeddings" -H 'content-type: application/json' -d '{"inputs":"x"}' && break
   sleep 0.05
 done
-AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench $aifn deploy functions/text-embedder/function.yaml > /dev/null
+AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench $aifn deploy functions/text-embedder/function.yaml > /dev/null
 
 text="The restaurant was noisy but the food was excellent, and the staff were friendly."
 body="{\"inputs\": \"$text\"}"

@@ -17,7 +17,7 @@ work=$(mktemp -d)
 trap 'kill $host_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 export AIFN_LOG=warn
 start_host "$work/host"
-AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench $aifn deploy functions/churn-predictor/function.yaml > /dev/null
+AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench $aifn deploy functions/churn-predictor/function.yaml > /dev/null
 
 body='{"avg_monthly_spend": 42.5, "days_since_last_purchase": 12, "support_tickets_last_30d": 1, "subscription_tier": "premium"}'
 v2='{"inputs":[{"name":"features","shape":[1,6],"datatype":"FP32","data":[42.5,12,1,0,0,1]}]}'

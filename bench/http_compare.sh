@@ -32,7 +32,7 @@ done
 measure() {
   local bin=$1 label=$2 round=$3
   AIFN_BIN=$bin start_host "$work/$label-$round"
-  AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench "$bin" deploy functions/churn-predictor/function.yaml > /dev/null
+  AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench "$bin" deploy functions/churn-predictor/function.yaml > /dev/null
   for route in "/v1/churn body" "/v2/models/churn-predictor/infer v2"; do
     set -- $route
     for c in 1 64; do

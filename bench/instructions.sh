@@ -52,7 +52,7 @@ measure() {
     sleep 0.5
   done
   [ -n "$base" ] || { cat "$dir/log" >&2; exit 1; }
-  AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench "$bin" deploy functions/churn-predictor/function.yaml > /dev/null
+  AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench "$bin" deploy functions/churn-predictor/function.yaml > /dev/null
   requests "${base##*:}" "$path" 50
   callgrind_control -i on "$host_pid" > /dev/null 2>&1
   requests "${base##*:}" "$path" "$n"

@@ -1,18 +1,20 @@
 # Shared by the bench scripts (source it from the repository root).
 
 # start_host DIR [SERVE_ARGS...]: `aifn serve` (AIFN_BIN, default target/release/aifn) on a free 127.0.0.1 port, state in DIR/state, admin
-# token `bench`, output in DIR/host.{out,log}. Sets host_pid and base (http://127.0.0.1:PORT).
+# token `bench`, output in DIR/host.{out,log}. Sets host_pid, base (the data plane, http://127.0.0.1:PORT) and
+# admin (the control plane, on its own free port).
 start_host() {
   local dir=$1
   shift
   mkdir -p "$dir"
-  "${AIFN_BIN:-target/release/aifn}" serve --listen 127.0.0.1:0 --state-dir "$dir/state" --admin-token bench "$@" \
+  "${AIFN_BIN:-target/release/aifn}" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --state-dir "$dir/state" --admin-token bench "$@" \
     > "$dir/host.out" 2> "$dir/host.log" &
   host_pid=$!
   base=
   for _ in $(seq 1 200); do
     base=$(sed -n 's/^aifn listening on //p' "$dir/host.out")
-    [ -n "$base" ] && return 0
+    admin=$(sed -n 's/^aifn control plane on //p' "$dir/host.out")
+    [ -n "$base" ] && [ -n "$admin" ] && return 0
     sleep 0.05
   done
   cat "$dir/host.log" >&2

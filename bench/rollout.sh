@@ -20,7 +20,7 @@ work=$(mktemp -d)
 trap 'kill $host_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 export AIFN_LOG=warn
 start_host "$work/host"
-export AIFN_HOST="$base" AIFN_ADMIN_TOKEN=bench
+export AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench
 cli() { $aifn "$@" > /dev/null; }
 
 # v1 is the bundled spec; v2 the same function with another label (another digest) and a rollout

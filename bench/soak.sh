@@ -103,7 +103,7 @@ absolute text-embedder > "$work/embed.yaml"
 
 AIFN_LOG=warn start_host "$work/host"
 case "$base" in http://127.0.0.1:*) ;; *) echo "host is not on 127.0.0.1: $base" >&2; exit 1 ;; esac
-deploy() { "$aifn" deploy --host "$base" --token bench "$1" > /dev/null; }
+deploy() { "$aifn" deploy --host "$admin" --token bench "$1" > /dev/null; }
 for spec in churn hostile embed; do deploy "$work/$spec.yaml"; done
 rss() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$host_pid/status" 2>/dev/null || true; }
 rss_idle=$(rss)

@@ -923,7 +923,7 @@ fn kill_9_at_any_moment_leaves_the_old_state_or_the_new() {
     ];
     for op in setup {
         let h = host.as_ref().unwrap();
-        let (_, out) = start_cli(&h.base, &op.args()).finish();
+        let (_, out) = start_cli(&h.admin_base, &op.args()).finish();
         assert!(out.status.success(), "{op:?}: {out:?}");
         known.acknowledge(&op, &out);
     }
@@ -954,7 +954,7 @@ fn kill_9_at_any_moment_leaves_the_old_state_or_the_new() {
         let kill_in_flight = rng.chance(0.65).then(|| rng.delay(usual.mul_f64(1.2)));
         let kill_after = (kill_in_flight.is_none() && rng.chance(0.3))
             .then(|| rng.delay(Duration::from_millis(20)));
-        let running = start_cli(&host.as_ref().unwrap().base, &op.args());
+        let running = start_cli(&host.as_ref().unwrap().admin_base, &op.args());
         let began = running.began;
         let killed_at = kill_in_flight.map(|delay| {
             std::thread::sleep(delay);

@@ -213,10 +213,14 @@ fn bad_requests_get_clear_json_errors() {
     );
     assert_eq!(host.post("/v2/models/nope/infer", "{}").status, 404);
 
-    // The control plane needs the admin token.
-    assert_eq!(host.get(&Route::Functions.path()).status, 401);
+    // The control plane is not on the data plane's listener at all, and on its own it needs the
+    // admin token.
+    assert_eq!(host.get(&Route::Functions.path()).status, 404);
+    assert_eq!(host.get("/metrics").status, 404);
+    let anonymous = request(&host.admin_url(&Route::Functions.path()), "GET", b"", &[]);
+    assert_eq!(anonymous.status, 401);
     let wrong = request(
-        &host.url(&Route::Functions.path()),
+        &host.admin_url(&Route::Functions.path()),
         "GET",
         b"",
         &[("authorization", "Bearer nope")],
@@ -225,7 +229,10 @@ fn bad_requests_get_clear_json_errors() {
         (wrong.status, wrong.error_code().as_str()),
         (401, "unauthorized")
     );
-    assert_eq!(host.get("/metrics").status, 401);
+    assert_eq!(
+        request(&host.admin_url("/metrics"), "GET", b"", &[]).status,
+        401
+    );
 
     // After all of that, the function still answers.
     let (request, expected) = &churn_expectations()[0];

@@ -28,7 +28,7 @@ fn customer() -> String {
 fn metric(host: &TestHost, line_start: &str) -> f64 {
     let bearer = format!("Bearer {ADMIN_TOKEN}");
     let text = request(
-        &host.url("/metrics"),
+        &host.admin_url("/metrics"),
         "GET",
         b"",
         &[("authorization", &bearer)],

@@ -100,7 +100,10 @@ impl Drop for StopOnDrop<'_> {
 
 pub struct TestHost {
     child: Child,
+    /// The data plane.
     pub base: String,
+    /// The control plane (`/admin/v1`, `/metrics`), on its own listener.
+    pub admin_base: String,
     pub state: PathBuf,
 }
 
@@ -113,7 +116,14 @@ impl TestHost {
     pub fn start_with(state: &Path, extra_args: &[&str]) -> TestHost {
         let log = std::fs::File::create(state.with_extension("log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_aifn"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--state-dir")
             .arg(state)
             .args(["--admin-token", ADMIN_TOKEN])
             .args(extra_args)
@@ -124,13 +134,17 @@ impl TestHost {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut admin = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(base) = line.strip_prefix("aifn control plane on ") {
+                    admin = Some(base.to_string());
+                }
                 if let Some(base) = line.strip_prefix("aifn listening on ") {
-                    let _ = tx.send(base.to_string());
+                    let _ = tx.send((base.to_string(), admin.clone().unwrap_or_default()));
                 }
             }
         });
-        let base = rx
+        let (base, admin_base) = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| {
                 let _ = child.kill();
@@ -142,8 +156,14 @@ impl TestHost {
         TestHost {
             child,
             base,
+            admin_base,
             state: state.to_path_buf(),
         }
+    }
+
+    /// The host's process id (for reading its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `kill -9`: no chance to clean up.
@@ -160,7 +180,7 @@ impl TestHost {
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_aifn"))
             .args(args)
-            .env("AIFN_HOST", &self.base)
+            .env("AIFN_HOST", &self.admin_base)
             .env("AIFN_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("AIFN_LOG", "off")
             .output()
@@ -187,10 +207,15 @@ impl TestHost {
         request(&self.url(path), "GET", b"", &[])
     }
 
+    /// A URL of the control plane.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_base)
+    }
+
     /// GETs a path of the control plane with the admin token.
     fn get_as_admin(&self, path: &str) -> Reply {
         request(
-            &self.url(path),
+            &self.admin_url(path),
             "GET",
             b"",
             &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],

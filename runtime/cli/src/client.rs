@@ -30,10 +30,6 @@ impl Client {
         }
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     fn url(&self, route: Route<'_>) -> String {
         format!("{}{}", self.base, route.path())
     }

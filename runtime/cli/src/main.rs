@@ -215,9 +215,19 @@ enum KeysCommand {
 
 #[derive(Args, Clone)]
 struct ServeArgs {
-    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    /// Address the data plane listens on (`127.0.0.1:0` picks a free port).
     #[arg(long, env = "AIFN_LISTEN", default_value = HostConfig::DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// Address the control plane (`/admin/v1`, `/metrics`) listens on: keep it on loopback or a
+    /// private network.
+    #[arg(long, env = "AIFN_ADMIN_LISTEN", default_value = HostConfig::DEFAULT_ADMIN_LISTEN)]
+    admin_listen: SocketAddr,
+    /// Read-only token for scraping `/metrics`; by default one is created in the state directory.
+    #[arg(long, env = "AIFN_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// Longest a control-plane request (an upload, a deploy that loads a model) may take, in seconds.
+    #[arg(long, env = "AIFN_ADMIN_TIMEOUT_SECS", default_value_t = HostConfig::DEFAULT_ADMIN_TIMEOUT.as_secs(), value_parser = at_least::<1, u64>)]
+    admin_timeout_secs: u64,
     /// Where deployments, artifacts and the admin token are kept.
     #[arg(long, env = "AIFN_STATE_DIR")]
     state_dir: Option<PathBuf>,
@@ -327,9 +337,10 @@ fn positive_rate(text: &str) -> Result<f64, String> {
 
 #[derive(Args, Clone)]
 struct RemoteArgs {
-    /// The host's URL.
-    #[arg(long, env = "AIFN_HOST", default_value = "http://127.0.0.1:8080")]
-    host: String,
+    /// The host's control-plane URL; by default the one a host on this machine recorded in its
+    /// state directory (`admin-address`), else http://127.0.0.1:8081.
+    #[arg(long, env = "AIFN_HOST")]
+    host: Option<String>,
     /// Admin token; by default read from the state directory of a host on this machine.
     #[arg(long, env = "AIFN_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -339,6 +350,12 @@ struct RemoteArgs {
 }
 
 fn main() -> ExitCode {
+    // Die quietly when stdout's reader goes away (`aifn ls | head -1`), as other tools do, instead
+    // of panicking on the failed write.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_) | Command::Up { .. });
     let default_level = if serving { "info" } else { "warn" };
@@ -415,7 +432,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .into_iter()
             .find_map(|(set, strategy)| set.then_some(strategy));
             let outcome = client.deploy(&bundle, strategy, reason.as_deref())?;
-            print_deploy(client.base(), &outcome);
+            print_deploy(outcome.data_url.as_deref().unwrap_or(""), &outcome);
             if outcome.version != outcome.serving_version {
                 println!(
                     "  rolling out: `aifn status {0}` shows it, `aifn promote {0}` / `aifn abort {0}` act on it",
@@ -602,15 +619,29 @@ fn default_state_dir() -> PathBuf {
 }
 
 impl RemoteArgs {
+    /// A client of the control plane. The admin token read from a local state directory belongs
+    /// to the host that wrote it: it is sent only to the address that host recorded beside it.
     fn client(&self) -> anyhow::Result<Client> {
+        let state_dir = self.state_dir.clone().unwrap_or_else(default_state_dir);
+        let recorded = std::fs::read_to_string(state_dir.join("admin-address"))
+            .ok()
+            .map(|a| a.trim().trim_end_matches('/').to_string());
+        let host = match (&self.host, &recorded) {
+            (Some(host), _) => host.trim_end_matches('/').to_string(),
+            (None, Some(recorded)) => recorded.clone(),
+            (None, None) => format!("http://{}", HostConfig::DEFAULT_ADMIN_LISTEN),
+        };
         let token = match &self.token {
             Some(token) => token.clone(),
             None => {
-                let path = self
-                    .state_dir
-                    .clone()
-                    .unwrap_or_else(default_state_dir)
-                    .join("admin-token");
+                let path = state_dir.join("admin-token");
+                if recorded.as_deref() != Some(host.as_str()) {
+                    anyhow::bail!(
+                        "the admin token in {} belongs to the host at {}, not {host}; pass --token (or AIFN_ADMIN_TOKEN) for that host",
+                        path.display(),
+                        recorded.as_deref().unwrap_or("(no address recorded)")
+                    );
+                }
                 std::fs::read_to_string(&path)
                     .map(|t| t.trim().to_string())
                     .with_context(|| {
@@ -621,7 +652,7 @@ impl RemoteArgs {
                     })?
             }
         };
-        Ok(Client::new(&self.host, token))
+        Ok(Client::new(&host, token))
     }
 }
 
@@ -665,6 +696,9 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
         args.state_dir.unwrap_or_else(default_state_dir),
     );
     config.admin_token = args.admin_token;
+    config.admin_listen = args.admin_listen;
+    config.metrics_token = args.metrics_token;
+    config.admin_timeout = std::time::Duration::from_secs(args.admin_timeout_secs);
     config.onnxruntime = args.onnxruntime;
     config.max_body_bytes = args.max_body_bytes;
     config.request_timeout = std::time::Duration::from_secs(args.request_timeout_secs);
@@ -701,14 +735,30 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", host.config.listen))?;
         let address = listener.local_addr()?;
+        let control = tokio::net::TcpListener::bind(host.config.admin_listen)
+            .await
+            .with_context(|| format!("listening on {}", host.config.admin_listen))?;
+        let control_base = format!("http://{}", control.local_addr()?);
         host.restore().await?;
         let base = format!("http://{address}");
+        let _ = host.data_url.set(base.clone());
+        // Where this host's admin token may be sent (see `RemoteArgs::client`).
+        aifn_host::store::write_atomically(
+            &host.store.root().join("admin-address"),
+            control_base.as_bytes(),
+        )?;
+        tokio::spawn(aifn_host::http::serve_control(
+            host.clone(),
+            control,
+            std::future::pending(),
+        ));
         for bundle in &bundles {
             let outcome = deploy_local(&host, bundle)
                 .await
                 .with_context(|| format!("deploying {}", bundle.spec.metadata.name))?;
             print_deploy(&base, &outcome);
         }
+        println!("aifn control plane on {control_base}");
         println!("aifn listening on {base}");
         std::io::stdout().flush()?;
         let shutdown = async {
@@ -773,7 +823,9 @@ fn print_deploy(base: &str, outcome: &api::DeployOutcome) {
                 .unwrap_or_default()
         );
     }
-    println!("  POST {base}/v2/models/{name}/infer");
+    if outcome.v2 {
+        println!("  POST {base}/v2/models/{name}/infer");
+    }
     for warning in &outcome.warnings {
         println!("  warning: {warning}");
     }

@@ -114,6 +114,12 @@ pub struct DeployOutcome {
     /// The version taking (most) traffic now: `version` itself, unless a rollout has begun.
     pub serving_version: u64,
     pub endpoints: Vec<EndpointView>,
+    /// Whether `/v2/models/NAME/infer` serves it (`spec.v2`).
+    #[serde(default)]
+    pub v2: bool,
+    /// The data plane's URL, where the endpoints are (the control plane is elsewhere).
+    #[serde(default)]
+    pub data_url: Option<String>,
     pub warnings: Vec<String>,
 }
 

@@ -6,8 +6,16 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// Where the data plane, the control plane and the v2 protocol are served.
+    /// Where the data plane (functions' routes, the v2 protocol, probes) is served.
     pub listen: SocketAddr,
+    /// Where the control plane (`/admin/v1/...`) and `/metrics` are served: loopback by default,
+    /// never the data plane's public listener.
+    pub admin_listen: SocketAddr,
+    /// Read-only token for `/metrics` (scrapers). `None`: read `<state_dir>/metrics-token`,
+    /// creating it if absent.
+    pub metrics_token: Option<String>,
+    /// Deadline of one control-plane request: uploads of large models and slow model loads.
+    pub admin_timeout: Duration,
     /// Artifacts, versions, model store and compiled modules.
     pub state_dir: PathBuf,
     /// The control plane's bearer token. `None`: read `<state_dir>/admin-token`, creating it if absent.
@@ -68,6 +76,8 @@ pub struct HostConfig {
 impl HostConfig {
     // The defaults, in one place: `HostConfig::new` and the `aifn serve` flags both use them.
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:8080";
+    pub const DEFAULT_ADMIN_LISTEN: &'static str = "127.0.0.1:8081";
+    pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(600);
     pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
     pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 4 << 30;
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -90,6 +100,11 @@ impl HostConfig {
     pub fn new(listen: SocketAddr, state_dir: PathBuf) -> HostConfig {
         HostConfig {
             listen,
+            admin_listen: Self::DEFAULT_ADMIN_LISTEN
+                .parse()
+                .expect("a socket address"),
+            metrics_token: None,
+            admin_timeout: Self::DEFAULT_ADMIN_TIMEOUT,
             state_dir,
             admin_token: None,
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,

@@ -29,6 +29,9 @@ pub struct Host {
     limiters: Arc<RateLimiters>,
     scaler_wake: ScalerWake,
     admin_token: String,
+    metrics_token: String,
+    /// The data plane's URL once it listens (for answers that show callers where to go).
+    pub data_url: std::sync::OnceLock<String>,
 }
 
 impl Host {
@@ -49,7 +52,11 @@ impl Host {
         let notifier = crate::webhook::Notifier::new(config.webhook_url.as_deref())?;
         let admin_token = match &config.admin_token {
             Some(token) => token.clone(),
-            None => admin_token_from(&store)?,
+            None => token_file(&store, "admin-token")?,
+        };
+        let metrics_token = match &config.metrics_token {
+            Some(token) => token.clone(),
+            None => token_file(&store, "metrics-token")?,
         };
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(Registry::default());
@@ -103,11 +110,18 @@ impl Host {
             limiters,
             scaler_wake,
             admin_token,
+            metrics_token,
+            data_url: Default::default(),
         })
     }
 
     pub fn admin_token(&self) -> &str {
         &self.admin_token
+    }
+
+    /// The read-only token that may scrape `/metrics` (and nothing else).
+    pub fn metrics_token(&self) -> &str {
+        &self.metrics_token
     }
 
     /// Brings back every function's stable version and any rollout in progress after a
@@ -148,9 +162,9 @@ impl Host {
     }
 }
 
-/// The control plane token kept in the state directory (mode 0600), created on first start.
-fn admin_token_from(store: &Store) -> anyhow::Result<String> {
-    let path = store.root().join("admin-token");
+/// A token kept in the state directory as `name` (mode 0600), created on first start.
+fn token_file(store: &Store, name: &str) -> anyhow::Result<String> {
+    let path = store.root().join(name);
     if let Ok(token) = std::fs::read_to_string(&path) {
         let token = token.trim().to_string();
         if !token.is_empty() {
@@ -170,6 +184,6 @@ fn admin_token_from(store: &Store) -> anyhow::Result<String> {
     std::io::Write::write_all(&mut file, token.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path).with_context(|| format!("creating {}", path.display()))?;
-    tracing::info!(path = %path.display(), "created the admin token");
+    tracing::info!(path = %path.display(), "created a token");
     Ok(token)
 }

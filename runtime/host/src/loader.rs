@@ -26,6 +26,10 @@ pub enum LoadFunctionError {
     Model { id: String, source: ModelError },
     #[error("module: {0}")]
     Module(#[from] LoadError),
+    /// The module compiles but cannot start (its start function traps, say): refused before the
+    /// version takes any traffic.
+    #[error("module: {0}")]
+    ModuleStart(aifn_guest::GuestError),
     #[error("spec.fallback.model: {0}")]
     Fallback(String),
     #[error("spec.scaling.max_batch_size: {0}")]
@@ -162,7 +166,11 @@ impl Loader {
                         .unwrap_or_default(),
                     isolation: module_spec.map(|m| m.isolation).unwrap_or_default(),
                 };
-                Some(guest.load(&wasm, &module_config)?)
+                let module = guest.load(&wasm, &module_config)?;
+                // One instance now, so a module that can never start fails the deploy, not
+                // every request after it.
+                drop(module.start().map_err(LoadFunctionError::ModuleStart)?);
+                Some(module)
             }
             None => None,
         };

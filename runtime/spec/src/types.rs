@@ -40,8 +40,6 @@ pub struct FunctionBody {
     pub rollout: Option<Rollout>,
     /// Whether and how the model takes raw tensors on `/v2/models/NAME/infer`.
     pub v2: V2Access,
-    /// A request the new version must answer with a 2xx before it takes traffic.
-    pub check: Option<SampleRequest>,
 }
 
 /// `spec.v2`: the Open Inference Protocol v2 route, which hands the caller's tensors to the model
@@ -63,18 +61,6 @@ impl V2Access {
     pub fn exposed(&self, has_module: bool) -> bool {
         self.enabled.unwrap_or(!has_module)
     }
-}
-
-/// `spec.check`: a sample request sent to a new version before it is activated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SampleRequest {
-    /// One of the function's endpoints; absent: the first.
-    pub route: Option<String>,
-    /// The body sent.
-    pub body: String,
-    /// Headers sent with it (`content-type`, say).
-    #[serde(serialize_with = "pairs_as_mapping")]
-    pub headers: Vec<(String, String)>,
 }
 
 /// `spec.rollout`: a gradual, watched replacement of the serving version.
@@ -139,14 +125,25 @@ impl RolloutStrategy {
 }
 
 /// `rollout.sticky`: what identifies a caller to keep on one version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sticky {
     None,
     /// The caller's API key (or JWT subject, or client IP on open endpoints).
     Caller,
     /// The value of this request header.
     Header(String),
+}
+
+/// Written as in a spec (`none`, `caller`, `header:NAME`); serde's default would write the header
+/// as a tagged value (`!header NAME` in YAML), which does not parse back.
+impl Serialize for Sticky {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Sticky::None => serializer.serialize_str("none"),
+            Sticky::Caller => serializer.serialize_str("caller"),
+            Sticky::Header(name) => serializer.collect_str(&format_args!("header:{name}")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -514,6 +511,15 @@ impl ModelRuntime {
     }
 }
 
+/// Writes `(key, value)` pairs as the mapping the spec is written with (not a list of pairs, which
+/// does not parse back), in order and keeping repeated keys.
+fn pairs_as_mapping<S: serde::Serializer>(
+    pairs: &[(String, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,13 +539,4 @@ mod tests {
             .contains("unknown framework `caffe`"));
         assert!(ModelRuntime::parse("python:3.11").is_err());
     }
-}
-
-/// Writes `(key, value)` pairs as the mapping the spec is written with (not a list of pairs, which
-/// does not parse back), in order and keeping repeated keys.
-fn pairs_as_mapping<S: serde::Serializer>(
-    pairs: &[(String, String)],
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_map(pairs.iter().map(|(k, v)| (k, v)))
 }

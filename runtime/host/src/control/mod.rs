@@ -509,6 +509,8 @@ impl ControlPlane {
                 .function(function.name())
                 .map_or(function.version(), |f| f.version()),
             endpoints: endpoint_views(function),
+            v2: function.v2_exposed,
+            data_url: None,
             warnings: function.placement.note.iter().cloned().collect(),
         }
     }

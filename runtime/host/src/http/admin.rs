@@ -20,7 +20,30 @@ use subtle::ConstantTimeEq;
 const MAX_ADMIN_JSON: usize = 16 << 20;
 
 pub(super) fn authorize<B>(host: &Host, request: &Request<B>) -> Result<(), ApiError> {
-    let presented = request
+    let presented = bearer(request)?;
+    if bool::from(presented.as_bytes().ct_eq(host.admin_token().as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("the admin token is not valid"))
+    }
+}
+
+/// `/metrics` takes the admin token or the read-only metrics token.
+pub(super) fn authorize_metrics<B>(host: &Host, request: &Request<B>) -> Result<(), ApiError> {
+    let presented = bearer(request)?.as_bytes();
+    let admin = presented.ct_eq(host.admin_token().as_bytes());
+    let metrics = presented.ct_eq(host.metrics_token().as_bytes());
+    if bool::from(admin | metrics) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized(
+            "neither the metrics token nor the admin token",
+        ))
+    }
+}
+
+fn bearer<B>(request: &Request<B>) -> Result<&str, ApiError> {
+    request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -29,12 +52,7 @@ pub(super) fn authorize<B>(host: &Host, request: &Request<B>) -> Result<(), ApiE
             ApiError::unauthorized(
                 "the control plane needs the admin token: `Authorization: Bearer <token>`",
             )
-        })?;
-    if bool::from(presented.as_bytes().ct_eq(host.admin_token().as_bytes())) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("the admin token is not valid"))
-    }
+        })
 }
 
 pub(super) async fn handle(
@@ -52,7 +70,8 @@ pub(super) async fn handle(
         (&Method::GET, Route::Functions) => Ok(ok(&control.list())),
         (&Method::POST, Route::Functions) => {
             let deploy: DeployRequest = json_body(request).await?;
-            let outcome = control.deploy(deploy, &actor).await?;
+            let mut outcome = control.deploy(deploy, &actor).await?;
+            outcome.data_url = host.data_url.get().cloned();
             let status = if outcome.unchanged {
                 StatusCode::OK
             } else {

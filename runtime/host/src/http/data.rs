@@ -511,7 +511,7 @@ pub(super) async fn v2(
         ["v2", "health", "live"] if get => {
             Ok(json_response(StatusCode::OK, &json!({ "live": true })))
         }
-        ["v2", "health", "ready"] if get => Ok(super::readiness(&data.registry)),
+        ["v2", "health", "ready"] if get => Ok(super::readiness(&data.registry, false)),
         ["v2", "models", name, rest @ ..] => {
             let no_model = || ApiError::not_found(format!("no model named `{name}`"));
             let serving = data.registry.serving(name).ok_or_else(no_model)?;

@@ -1,8 +1,11 @@
-//! The HTTP server: one accept loop, one router, three surfaces.
+//! The HTTP server: one accept loop, serving one of two surfaces on each listener.
 //!
-//! - data plane: the routes functions declare, and the Open Inference Protocol v2 (`/v2/...`);
-//! - control plane: `/admin/v1/...` and `/metrics`, behind the admin token;
-//! - probes: `/healthz` (the process is up) and `/readyz` (stored deployments are loaded).
+//! - data plane (the public listener): the routes functions declare, the Open Inference Protocol
+//!   v2 (`/v2/...`), and probes: `/healthz` (the process is up) and `/readyz` (stored deployments
+//!   are loaded; only yes or no, nothing about what is deployed);
+//! - control plane (its own listener, loopback by default): `/admin/v1/...` behind the admin token,
+//!   `/metrics` behind the admin token or the read-only metrics token, and `/readyz` with the
+//!   functions and their load errors.
 
 mod admin;
 pub mod data;
@@ -35,6 +38,31 @@ use tokio::net::TcpListener;
 /// pipelined requests wait their turn in the connection's bounded read buffer.
 pub async fn serve(
     host: Arc<Host>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    accept(host, Surface::Data, listener, shutdown).await
+}
+
+/// Serves the control plane on its own listener until `shutdown` completes.
+pub async fn serve_control(
+    host: Arc<Host>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    accept(host, Surface::Control, listener, shutdown).await
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    Data,
+    Control,
+}
+
+async fn accept(
+    host: Arc<Host>,
+    surface: Surface,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -76,7 +104,12 @@ pub async fn serve(
                 service_fn(move |mut request: Request<Incoming>| {
                     request.extensions_mut().insert(PeerAddr(peer));
                     let host = host.clone();
-                    async move { Ok::<_, Infallible>(handle(host, request).await) }
+                    async move {
+                        Ok::<_, Infallible>(match surface {
+                            Surface::Data => handle(host, request).await,
+                            Surface::Control => handle_control(host, request).await,
+                        })
+                    }
                 })
             };
             if let Err(e) = http.serve_connection(TokioIo::new(stream), service).await {
@@ -128,16 +161,60 @@ pub(crate) fn rate_headers(
     );
 }
 
-/// Routes one request, within the host's request deadline.
+/// Routes one data-plane request, within the host's request deadline.
 pub async fn handle(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse {
-    if is_function_route(request.uri().path()) {
+    let path = request.uri().path();
+    if !(matches!(path, "/healthz" | "/readyz" | "/v2") || path.starts_with("/v2/")) {
         // Function routes keep their own deadline (the endpoint's, capped by the host's).
         return data::endpoint(host.data.clone(), request)
             .await
             .unwrap_or_else(ApiError::into_response);
     }
     let deadline = host.config.request_timeout;
-    match tokio::time::timeout(deadline, route(host, request)).await {
+    within(deadline, async {
+        match request.uri().path() {
+            "/healthz" => Ok(healthy()),
+            "/readyz" => Ok(readiness(&host.registry, false)),
+            _ => data::v2(host.data.clone(), request).await,
+        }
+    })
+    .await
+}
+
+/// Routes one control-plane request, within the control plane's deadline (uploads of large
+/// models and their loads take longer than any inference).
+async fn handle_control(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse {
+    let deadline = host.config.admin_timeout;
+    within(deadline, async {
+        match request.uri().path() {
+            "/healthz" => Ok(healthy()),
+            "/readyz" => Ok(readiness(&host.registry, true)),
+            "/metrics" => {
+                admin::authorize_metrics(&host, &request)?;
+                let mut response =
+                    hyper::Response::new(Full::new(Bytes::from(host.metrics.render())));
+                response.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                Ok(response)
+            }
+            p if p.starts_with("/admin/") => admin::handle(host, request).await,
+            p => Err(ApiError::not_found(format!(
+                "no control-plane route {p}; functions are served on the data plane's listener"
+            ))),
+        }
+    })
+    .await
+}
+
+async fn within(
+    deadline: std::time::Duration,
+    answer: impl Future<Output = Result<HttpResponse, ApiError>>,
+) -> HttpResponse {
+    match tokio::time::timeout(deadline, answer).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => error.into_response(),
         Err(_) => ApiError::new(
@@ -149,45 +226,22 @@ pub async fn handle(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse
     }
 }
 
-/// Paths the host does not serve itself belong to functions.
-fn is_function_route(path: &str) -> bool {
-    !(matches!(path, "/healthz" | "/readyz" | "/metrics" | "/v2")
-        || path.starts_with("/v2/")
-        || path.starts_with("/admin/"))
+fn healthy() -> HttpResponse {
+    error::json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
-async fn route(host: Arc<Host>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
-    let path = request.uri().path().to_string();
-    match path.as_str() {
-        "/healthz" => Ok(error::json_response(
-            StatusCode::OK,
-            &json!({ "status": "ok" }),
-        )),
-        "/readyz" => Ok(readiness(&host.registry)),
-        "/metrics" => {
-            admin::authorize(&host, &request)?;
-            let mut response = hyper::Response::new(Full::new(Bytes::from(host.metrics.render())));
-            response.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            Ok(response)
-        }
-        p if p == "/v2" || p.starts_with("/v2/") => data::v2(host.data.clone(), request).await,
-        p if p.starts_with("/admin/") => admin::handle(host, request).await,
-        _ => data::endpoint(host.data.clone(), request).await,
-    }
-}
-
-pub(crate) fn readiness(registry: &Registry) -> HttpResponse {
+/// Whether every stored deployment is loaded; `detailed` (the control plane only) adds which
+/// functions there are and why any failed to load.
+pub(crate) fn readiness(registry: &Registry, detailed: bool) -> HttpResponse {
     let ready = registry.is_ready();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    if !detailed {
+        return error::json_response(status, &json!({ "ready": ready }));
+    }
     let snapshot = registry.snapshot();
     let failed: Vec<_> = snapshot
         .failed()
