@@ -279,3 +279,210 @@ fn dangerous_capability_grants_are_refused_at_validation() {
         assert!(said.contains(says), "{grant}: {said}");
     }
 }
+
+/// `tests/fixtures/modules/start_trap.wat` made a component with wasm-tools (installed by setup).
+fn start_trap_component(dir: &std::path::Path) -> std::path::PathBuf {
+    let wat = repo().join("tests/fixtures/modules/start_trap.wat");
+    let (embedded, component) = (dir.join("embedded.wasm"), dir.join("start_trap.wasm"));
+    let run = |args: &[&std::ffi::OsStr]| {
+        let status = Command::new("wasm-tools")
+            .args(args)
+            .status()
+            .expect("wasm-tools (installed by scripts/setup.sh)");
+        assert!(status.success(), "wasm-tools {args:?}");
+    };
+    let wit = repo().join("spec/wit");
+    run(&[
+        "component".as_ref(),
+        "embed".as_ref(),
+        wit.as_os_str(),
+        "--world".as_ref(),
+        "function".as_ref(),
+        wat.as_os_str(),
+        "-o".as_ref(),
+        embedded.as_os_str(),
+    ]);
+    run(&[
+        "component".as_ref(),
+        "new".as_ref(),
+        embedded.as_os_str(),
+        "-o".as_ref(),
+        component.as_os_str(),
+    ]);
+    component
+}
+
+#[test]
+fn a_module_that_cannot_start_or_a_failed_check_keeps_a_version_from_traffic() {
+    let dir = temp_dir("hardening-gate");
+    let host = TestHost::start(&dir.join("state"));
+    let (good, _) = &churn_expectations()[0];
+    let check = |body: &str| {
+        format!(
+            "  check:\n    body: '{body}'\n    headers: {{ content-type: application/json }}\n  endpoints:\n"
+        )
+    };
+    // A sample request answered 200: the version is activated.
+    let passing = check(&good.to_string());
+    host.deploy(&churn_spec(
+        &dir,
+        "v1.yaml",
+        &[("  endpoints:\n", &passing)],
+    ));
+    assert_eq!(host.status("churn-predictor").version, 1);
+
+    // One the module refuses (400): the deploy fails and version 1 keeps serving.
+    let failing = check("not json");
+    let spec = churn_spec(&dir, "v2.yaml", &[("  endpoints:\n", &failing)]);
+    let output = host.cli(&["deploy", spec.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    // The module refused it as a bad request: that is the version's answer, and not a 2xx.
+    assert!(
+        said.contains("422")
+            && said.contains("spec.check: the new version failed: expected a customer"),
+        "{said}"
+    );
+    assert!(said.contains("it was not activated"), "{said}");
+    assert_eq!(host.status("churn-predictor").version, 1);
+    assert_eq!(host.post("/v1/churn", &good.to_string()).status, 200);
+
+    // A module whose start function traps is refused at deploy, before any request meets it.
+    let module = start_trap_component(&dir);
+    let spec = hostile_spec(&dir, &[]);
+    replace_line(
+        &spec,
+        "hostile_guest.wasm",
+        &format!("    path: {}", module.display()),
+    );
+    let output = host.cli(&["deploy", spec.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(said.contains("could not be instantiated"), "{said}");
+    assert_eq!(host.post("/v1/hostile", "{}").status, 404);
+}
+
+#[test]
+fn a_grant_of_the_hosts_state_directory_is_refused_at_deploy() {
+    let dir = temp_dir("hardening-state-grant");
+    let host = TestHost::start(&dir.join("state"));
+    let inside = host.state.join("blobs");
+    let grant = format!(
+        "    timeout: 100ms\n    capabilities: {{ read_dirs: {{ {}: /data }} }}\n",
+        inside.display()
+    );
+    let spec = hostile_spec(&dir, &[("    timeout: 100ms\n", &grant)]);
+    let output = host.cli(&["deploy", spec.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(said.contains("the host's state directory"), "{said}");
+}
+
+#[test]
+fn a_slow_upload_is_under_the_control_planes_deadline_not_the_data_planes() {
+    let dir = temp_dir("hardening-upload");
+    // Data-plane requests may take 1 s; the control plane keeps its own (600 s) deadline.
+    let host = TestHost::start_with(&dir.join("state"), &["--request-timeout-secs", "1"]);
+    let blob = vec![7u8; 4096];
+    let digest = format!("sha256:{}", sha256_hex(&blob));
+    let path = aifn_host::api::Route::Blob(&digest).path();
+    let address = host.admin_base.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "PUT {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN_TOKEN}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        blob.len()
+    )
+    .unwrap();
+    // 2.5 s to send 4 KiB: past the data plane's deadline.
+    for chunk in blob.chunks(512) {
+        stream.write_all(chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 2"), "{answer}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+mod http_properties {
+    //! Arbitrary and mutated raw requests against a live host: whatever arrives, the host answers
+    //! with a well-formed HTTP response (never a 5xx for a caller's mistake) or closes the
+    //! connection, and keeps serving. `AIFN_HTTP_CASES` raises the case count for a long run
+    //! (`fuzz/run.sh` does).
+    use super::*;
+    use proptest::prelude::*;
+
+    const VALID: &str = "POST /v2/models/churn-predictor/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 85\r\n\r\n{\"inputs\":[{\"name\":\"features\",\"shape\":[1,6],\"datatype\":\"FP32\",\"data\":[1,2,3,0,0,1]}]}";
+
+    /// A valid request with bytes overwritten, inserted or cut, or plain noise.
+    fn requests() -> impl Strategy<Value = Vec<u8>> {
+        let mutated = (
+            proptest::collection::vec((0..VALID.len(), any::<u8>(), 0..3u8), 1..12),
+            0..=VALID.len(),
+        )
+            .prop_map(|(edits, cut)| {
+                let mut bytes = VALID.as_bytes()[..cut.max(1)].to_vec();
+                for (at, byte, how) in edits {
+                    let at = at.min(bytes.len().saturating_sub(1));
+                    match how {
+                        0 => bytes[at] = byte,
+                        1 => bytes.insert(at, byte),
+                        _ if bytes.len() > 1 => {
+                            bytes.remove(at);
+                        }
+                        _ => {}
+                    }
+                }
+                bytes
+            });
+        prop_oneof![
+            3 => mutated,
+            1 => proptest::collection::vec(any::<u8>(), 0..512),
+        ]
+    }
+
+    /// Writes `bytes`, half-closes, and reads what comes back within a deadline.
+    fn exchange(address: &str, bytes: &[u8]) -> String {
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = stream.write_all(bytes);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[test]
+    fn any_request_gets_a_well_formed_answer_or_a_close_and_the_host_keeps_serving() {
+        let dir = temp_dir("hardening-http-properties");
+        let host = TestHost::start(&dir.join("state"));
+        host.deploy(&churn_spec(&dir, "churn.yaml", &[]));
+        let address = host.base.trim_start_matches("http://").to_string();
+        assert!(exchange(&address, VALID.as_bytes()).starts_with("HTTP/1.1 200"));
+        let cases = std::env::var("AIFN_HTTP_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(300);
+        let config = ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
+        proptest!(config, |(bytes in requests())| {
+            let answer = exchange(&address, &bytes);
+            for response in answer.split("HTTP/1.1 ").skip(1) {
+                let status: u16 = response.get(..3).and_then(|s| s.parse().ok()).unwrap_or(0);
+                prop_assert!((200..500).contains(&status), "{status} for {:?}: {answer}", String::from_utf8_lossy(&bytes));
+            }
+            prop_assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 "), "not HTTP: {answer}");
+        });
+        assert!(exchange(&address, VALID.as_bytes()).starts_with("HTTP/1.1 200"));
+    }
+}

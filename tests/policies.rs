@@ -80,7 +80,7 @@ fn rate_limits_count_per_caller_answer_429_with_headers_and_survive_redeploys() 
     let bearer = format!("Bearer {bob}");
     assert_eq!(
         request(
-            &host.url(&Route::Functions.path()),
+            &host.admin_url(&Route::Functions.path()),
             "GET",
             b"",
             &[("authorization", &bearer)]

@@ -26,6 +26,8 @@ pub enum LoadFunctionError {
     Model { id: String, source: ModelError },
     #[error("module: {0}")]
     Module(#[from] LoadError),
+    #[error("module.capabilities.read_dirs: {0}")]
+    Grant(String),
     /// The module compiles but cannot start (its start function traps, say): refused before the
     /// version takes any traffic.
     #[error("module: {0}")]
@@ -145,6 +147,9 @@ impl Loader {
             Some(artifact) => {
                 let wasm = store.read_blob(&artifact.digest)?;
                 let module_spec = spec.spec.module.as_ref();
+                if let Some(module) = module_spec {
+                    refuse_state_dir(&module.capabilities.read_dirs, store.root())?;
+                }
                 let limits = CallLimits {
                     timeout: module_spec
                         .and_then(|m| m.timeout)
@@ -282,6 +287,28 @@ impl Loader {
             outcomes: Default::default(),
         })
     }
+}
+
+/// No grant may reach the host's own state (specs with their `env` values, keys, every artifact):
+/// neither the state directory, nor one inside it, nor one that holds it.
+fn refuse_state_dir(
+    read_dirs: &[(String, String)],
+    state: &std::path::Path,
+) -> Result<(), LoadFunctionError> {
+    let state = state.canonicalize().unwrap_or_else(|_| state.to_path_buf());
+    for (host, _) in read_dirs {
+        let granted = std::path::Path::new(host);
+        let granted = granted
+            .canonicalize()
+            .unwrap_or_else(|_| granted.to_path_buf());
+        if granted.starts_with(&state) || state.starts_with(&granted) {
+            return Err(LoadFunctionError::Grant(format!(
+                "`{host}` would let the module read the host's state directory ({})",
+                state.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Dynamic batching as the spec asks, if the model can take it: every input and output must have

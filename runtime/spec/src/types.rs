@@ -40,6 +40,20 @@ pub struct FunctionBody {
     pub rollout: Option<Rollout>,
     /// Whether and how the model takes raw tensors on `/v2/models/NAME/infer`.
     pub v2: V2Access,
+    /// A request a new version must answer with a 2xx before it is activated.
+    pub check: Option<SampleRequest>,
+}
+
+/// `spec.check`: a sample request sent to a new version before it takes any traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SampleRequest {
+    /// One of the function's endpoints; absent: the first.
+    pub route: Option<String>,
+    /// The body sent.
+    pub body: String,
+    /// Headers sent with it (`content-type`, say).
+    #[serde(serialize_with = "pairs_as_mapping")]
+    pub headers: Vec<(String, String)>,
 }
 
 /// `spec.v2`: the Open Inference Protocol v2 route, which hands the caller's tensors to the model

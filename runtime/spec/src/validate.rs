@@ -317,6 +317,7 @@ impl Checker {
                 "fallback",
                 "rollout",
                 "v2",
+                "check",
             ],
         )?;
         let model = self
@@ -346,6 +347,19 @@ impl Checker {
         });
         let rollout = self.optional(&f, "rollout", |c, n, p| c.rollout(n, p));
         let v2 = self.optional(&f, "v2", |c, n, p| c.v2_access(n, p));
+        let check = self.optional(&f, "check", |c, n, p| c.sample_request(n, p));
+        if let (Some(Some(check)), Some(endpoints)) = (&check, &endpoints) {
+            if let Some(route) = &check.route {
+                if !endpoints.iter().any(|e| &e.route == route) {
+                    let at = f.get("check").map_or(f.pos, |n| n.pos);
+                    self.error(
+                        "spec.check.route",
+                        at,
+                        format!("`{route}` is not one of the function's endpoints"),
+                    );
+                }
+            }
+        }
         Some(FunctionBody {
             model: model?,
             resources: resources?,
@@ -355,6 +369,21 @@ impl Checker {
             fallback: fallback?,
             rollout: rollout?,
             v2: v2?.unwrap_or_default(),
+            check: check?,
+        })
+    }
+
+    fn sample_request(&mut self, node: &Node, path: &str) -> Option<SampleRequest> {
+        let f = self.fields(node, path, &["route", "body", "headers"])?;
+        let route = self.optional(&f, "route", |c, n, p| c.string(n, p));
+        let body = self
+            .required(&f, "body")
+            .and_then(|n| self.string(n, &f.child("body")));
+        let headers = self.optional(&f, "headers", |c, n, p| c.string_map(n, p));
+        Some(SampleRequest {
+            route: route?,
+            body: body?,
+            headers: headers?.unwrap_or_default(),
         })
     }
 

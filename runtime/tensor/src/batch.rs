@@ -174,6 +174,8 @@ fn pad_into<T: Clone + Default>(out: &mut Vec<T>, data: &[T], shape: &[usize], t
             out.extend_from_slice(&data[..*n]);
             out.resize(out.len() + (target[0] - n), T::default());
         }
+        // Rows of no elements: nothing to copy or pad (and `[268435456, 0]` must not loop).
+        [_, ..] if target[1..].contains(&0) => {}
         [n, rest @ ..] => {
             let chunk: usize = rest.iter().product();
             for row in 0..*n {

@@ -281,10 +281,9 @@ fn convert(dtype: DType, values: &[&Value]) -> Result<TensorData, String> {
             .collect()
     }
     Ok(match dtype {
+        // Rounded to the nearest FP32 (`3.4028235e38` is FP32's largest); beyond its range, refused.
         DType::F32 => TensorData::F32(each(values, "a number within FP32's range", |v| {
-            v.as_f64()
-                .filter(|x| x.abs() <= f64::from(f32::MAX))
-                .map(|x| x as f32)
+            v.as_f64().map(|x| x as f32).filter(|x| x.is_finite())
         })?),
         DType::F64 => TensorData::F64(each(values, "a number", Value::as_f64)?),
         DType::I32 => TensorData::I32(each(values, "a 32-bit integer", |v| {

@@ -50,6 +50,9 @@ pub enum DeployError {
     RolloutInProgress { name: String, candidate: u64 },
     #[error("`{0}` has no rollout in progress")]
     NoRollout(String),
+    /// The new version did not answer `spec.check`'s sample request with a 2xx.
+    #[error("spec.check: the new version {0}; it was not activated")]
+    CheckFailed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -187,6 +190,7 @@ impl ControlPlane {
         };
         // Load everything before touching what is serving: a failure here changes nothing.
         let function = self.load(record.clone()).await?;
+        run_check(&function).await?;
 
         // How it replaces the serving version: the deploy's choice, else the spec's; a first
         // deploy has nothing to replace.
@@ -513,6 +517,46 @@ impl ControlPlane {
             data_url: None,
             warnings: function.placement.note.iter().cloned().collect(),
         }
+    }
+}
+
+/// Sends `spec.check`'s sample request to a loaded version before it takes any traffic (straight to
+/// its instances: no admission, and not counted in its outcomes); anything but a 2xx answer, within
+/// the endpoint's deadline, fails the deploy.
+async fn run_check(function: &LoadedFunction) -> Result<(), DeployError> {
+    let Some(check) = &function.spec.spec.check else {
+        return Ok(());
+    };
+    let endpoints = &function.spec.spec.endpoints;
+    let endpoint = match &check.route {
+        Some(route) => endpoints.iter().find(|e| &e.route == route),
+        None => endpoints.first(),
+    }
+    .ok_or_else(|| DeployError::CheckFailed("has no such endpoint".into()))?;
+    let work = crate::instance::Work::Endpoint {
+        route: endpoint.route.clone(),
+        method: endpoint.method.as_str().to_string(),
+        headers: check.headers.clone(),
+        body: bytes::Bytes::from(check.body.clone()),
+    };
+    let failed = |why: String| DeployError::CheckFailed(why);
+    let receiver = function
+        .pool
+        .submit(work)
+        .map_err(|e| failed(e.to_string()))?;
+    let deadline = endpoint
+        .timeout
+        .map_or(std::time::Duration::from_secs(30), |t| t.0);
+    match tokio::time::timeout(deadline, receiver).await {
+        Ok(Ok(Ok(reply))) if (200..300).contains(&reply.status) => Ok(()),
+        Ok(Ok(Ok(reply))) => {
+            let body = String::from_utf8_lossy(&reply.body);
+            let body: String = body.chars().take(300).collect();
+            Err(failed(format!("answered {}: {body}", reply.status)))
+        }
+        Ok(Ok(Err(error))) => Err(failed(format!("failed: {error}"))),
+        Ok(Err(_)) => Err(failed("stopped before answering".into())),
+        Err(_) => Err(failed(format!("did not answer within {deadline:?}"))),
     }
 }
 

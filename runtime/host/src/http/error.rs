@@ -273,6 +273,9 @@ impl From<DeployError> for ApiError {
                 ApiError::new(S::CONFLICT, "rollout_in_progress", message)
             }
             DeployError::NoRollout(_) => ApiError::new(S::CONFLICT, "no_rollout", message),
+            DeployError::CheckFailed(_) => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "check_failed", message)
+            }
             DeployError::Store(e) => e.into(),
         }
     }

@@ -70,6 +70,8 @@ async fn accept(
     let slots = Arc::new(tokio::sync::Semaphore::new(host.config.max_connections));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
+        // A client that sends its request and shuts its writing side still gets the answer.
+        .half_close(true)
         .header_read_timeout(host.config.header_read_timeout)
         .max_buf_size(host.config.max_header_bytes.max(8192))
         .max_header_size(host.config.max_header_bytes)
