@@ -99,8 +99,11 @@ for target in "${TARGETS[@]}"; do
     line="$target: runs=${runs:-?} time=${elapsed}s crashes=$crashes corpus=$corpus exit=$rc"
     if [ "$crashes" -gt 0 ] || [ "$rc" -ne 0 ]; then
         failed=1
-        if [ -n "$new" ]; then line+=" new: $(printf '%s\n' "$new" | head -3 | sed "s|^|fuzz/|" | tr '\n' ' ')"; fi
+        # (head reads a here-string: piping into it could end the writer with SIGPIPE under pipefail)
+        if [ -n "$new" ]; then line+=" first: $(head -3 <<<"$new" | sed "s|^|fuzz/|" | tr '\n' ' ')"; fi
         grep -m1 -E "panicked at|ERROR: libFuzzer|==aifn-fuzz==|deadly signal|out-of-memory" "logs/$target.log" | sed 's/^/    /' || true
+        # The first frame in this repository's code, for a panic inside the standard library.
+        grep -m1 -E "at (/.*)?/(runtime|fuzz_targets)/[^ ]*\.rs:[0-9]+" "logs/$target.log" | sed 's/^ *at /    at: /' || true
     fi
     summary+=("$line")
 done

@@ -430,6 +430,38 @@ proptest! {
         }
     }
 
+    /// A sample request (`spec.check`, its headers a mapping) survives the normal form.
+    #[test]
+    fn checks_round_trip_through_normal_form(
+        body in "[ -~]{0,20}",
+        headers in prop::collection::vec(("[a-z][a-z-]{0,10}", "[ -~]{0,10}"), 0..3),
+        with_route in any::<bool>(),
+    ) {
+        let mut source: String = TEMPLATE
+            .iter()
+            .map(|l| format!("{}{}\n", l.prefix, l.default))
+            .collect();
+        source.push_str(&format!("  check:\n    body: {}\n", quoted(&body)));
+        if with_route {
+            source.push_str("    route: /v1/sentiment\n");
+        }
+        if !headers.is_empty() {
+            source.push_str("    headers:\n");
+            for (k, v) in &headers {
+                source.push_str(&format!("      {k}: {}\n", quoted(v)));
+            }
+        }
+        let spec = match parse(&source) {
+            Ok(spec) => spec,
+            Err(e) => return Err(TestCaseError::fail(format!("{source}\n{e}"))),
+        };
+        let yaml = to_yaml(&spec);
+        match parse(&yaml) {
+            Ok(again) => prop_assert_eq!(again, spec, "{}", yaml),
+            Err(e) => return Err(TestCaseError::fail(format!("{yaml}\n{e}"))),
+        }
+    }
+
     /// A rollout block survives the normal form (`sticky: header:NAME` included).
     #[test]
     fn rollouts_round_trip_through_normal_form(
@@ -489,8 +521,8 @@ proptest! {
 }
 
 /// Regressions found by these properties and the `spec_parse` fuzz target: the normal form of a
-/// spec with a module (its capabilities' `env` and `read_dirs`, even empty) or with
-/// `sticky: header:NAME` did not parse back, and a positive duration under half a nanosecond
+/// spec with a module (its capabilities' `env` and `read_dirs`, even empty), with `check.headers`
+/// or with `sticky: header:NAME` did not parse back, and a positive duration under half a nanosecond
 /// was accepted as zero.
 #[test]
 fn found_normal_form_and_duration_regressions() {
@@ -501,6 +533,7 @@ fn found_normal_form_and_duration_regressions() {
     for extra in [
         "  module:\n    path: m.wasm\n",
         "  module:\n    path: m.wasm\n    capabilities:\n      env: { A: \"1\" }\n      read_dirs: { /srv/data: /data }\n",
+        "  check:\n    body: \"{}\"\n    headers: { content-type: application/json }\n",
         "  rollout:\n    sticky: header:X-User-Id\n",
     ] {
         let source = format!("{base}{extra}");

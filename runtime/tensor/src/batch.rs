@@ -88,7 +88,10 @@ pub fn split(outputs: &[Tensor], rows: &[usize]) -> Result<Vec<Vec<Tensor>>, Unb
                 output.name, output.shape
             )));
         }
-        let row_len: usize = output.shape[1..].iter().product();
+        // No rows, or rows of no elements: every part is empty (and the product may overflow).
+        let row_len = crate::element_count(&output.shape[1..])
+            .filter(|_| total > 0)
+            .unwrap_or(0);
         let mut start = 0;
         for (request, &count) in per_request.iter_mut().zip(rows) {
             let mut shape = output.shape.clone();
@@ -175,7 +178,7 @@ fn pad_into<T: Clone + Default>(out: &mut Vec<T>, data: &[T], shape: &[usize], t
             out.resize(out.len() + (target[0] - n), T::default());
         }
         // Rows of no elements: nothing to copy or pad (and `[268435456, 0]` must not loop).
-        [_, ..] if target[1..].contains(&0) => {}
+        [_, ..] if target.contains(&0) => {}
         [n, rest @ ..] => {
             let chunk: usize = rest.iter().product();
             for row in 0..*n {

@@ -494,3 +494,24 @@ fn empty_tensors_with_many_rows_merge_at_once() {
         );
     }
 }
+
+/// Found by the `batch_merge` fuzz target (a build with overflow checks, as `cargo test` without
+/// `--release` is): no rows of a huge row size (`[0, 3, usize::MAX, usize::MAX]` holds nothing, so
+/// it is a valid tensor) overflowed computing that row size in `merge` and `split`.
+#[test]
+fn empty_tensors_with_overflowing_row_sizes_merge_and_split() {
+    let huge = usize::MAX;
+    for shape in [
+        vec![0, 3, huge, huge],
+        vec![0, 1 << 40, 1 << 40],
+        vec![0, huge],
+    ] {
+        let empty = Tensor::new("x", shape.clone(), TensorData::I64(vec![])).unwrap();
+        for pad in [false, true] {
+            let batch = merge(&[vec![empty.clone()], vec![empty.clone()]], pad, 1 << 20).unwrap();
+            assert_eq!(batch.inputs[0].shape, shape);
+            let parts = split(&batch.inputs, &batch.rows).unwrap();
+            assert_eq!(parts, vec![vec![empty.clone()], vec![empty.clone()]]);
+        }
+    }
+}
