@@ -17,7 +17,11 @@ seconds="${3:-5}"
 rounds="${4:-3}"
 [ "$rounds" -ge 3 ] || { echo "at least 3 rounds" >&2; exit 1; }
 work=$(mktemp -d)
-trap 'kill $host_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+# The bundled spec without its `v2` block, next to it (its paths are relative), for older builds.
+old_spec=functions/churn-predictor/.bench-without-v2.yaml
+awk '/^  v2:/ { skip = 1; next } skip && /^    / { next } { skip = 0; print }' \
+  functions/churn-predictor/function.yaml > "$old_spec"
+trap 'kill $host_pid 2>/dev/null || true; rm -rf "$work" "$old_spec"' EXIT
 export AIFN_LOG=warn
 host_pid=
 
@@ -32,7 +36,10 @@ done
 measure() {
   local bin=$1 label=$2 round=$3
   AIFN_BIN=$bin start_host "$work/$label-$round"
-  AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench "$bin" deploy functions/churn-predictor/function.yaml > /dev/null
+  local spec=functions/churn-predictor/function.yaml
+  # Builds from before `spec.v2` serve v2 for every function, and refuse the field.
+  if [[ $("$bin" serve --help) != *--admin-listen* ]]; then spec=$old_spec; fi
+  AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench "$bin" deploy "$spec" > /dev/null
   for route in "/v1/churn body" "/v2/models/churn-predictor/infer v2"; do
     set -- $route
     for c in 1 64; do

@@ -7,13 +7,17 @@ start_host() {
   local dir=$1
   shift
   mkdir -p "$dir"
-  "${AIFN_BIN:-target/release/aifn}" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --state-dir "$dir/state" --admin-token bench "$@" \
+  local bin=${AIFN_BIN:-target/release/aifn} admin_listen=()
+  # Builds from before the control plane had its own listener serve it on the data port.
+  if [[ $("$bin" serve --help) == *--admin-listen* ]]; then admin_listen=(--admin-listen 127.0.0.1:0); fi
+  "$bin" serve --listen 127.0.0.1:0 "${admin_listen[@]}" --state-dir "$dir/state" --admin-token bench "$@" \
     > "$dir/host.out" 2> "$dir/host.log" &
   host_pid=$!
   base=
   for _ in $(seq 1 200); do
     base=$(sed -n 's/^aifn listening on //p' "$dir/host.out")
     admin=$(sed -n 's/^aifn control plane on //p' "$dir/host.out")
+    [ ${#admin_listen[@]} -eq 0 ] && admin=$base
     [ -n "$base" ] && [ -n "$admin" ] && return 0
     sleep 0.05
   done

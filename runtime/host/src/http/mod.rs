@@ -11,6 +11,7 @@ mod admin;
 pub mod data;
 pub mod error;
 
+use crate::config::HostConfig;
 use crate::host::Host;
 use crate::registry::Registry;
 use bytes::Bytes;
@@ -74,8 +75,10 @@ async fn accept(
         .half_close(true)
         .header_read_timeout(host.config.header_read_timeout)
         .max_buf_size(host.config.max_header_bytes.max(8192))
-        .max_header_size(host.config.max_header_bytes)
-        .max_headers(host.config.max_headers);
+        .max_header_size(host.config.max_header_bytes);
+    if host.config.max_headers != HostConfig::DEFAULT_MAX_HEADERS {
+        http.max_headers(host.config.max_headers);
+    }
     let http = Arc::new(http);
     loop {
         let (stream, peer) = tokio::select! {
