@@ -475,6 +475,33 @@ pub struct TensorLimits {
     pub max_shape: Vec<usize>,
 }
 
+impl TensorLimits {
+    /// Admits one more input of `shape` into a request whose inputs so far hold `elements`.
+    fn admit(&self, name: &str, shape: &[usize], elements: &mut usize) -> Result<(), String> {
+        if let Some((dim, (&given, &max))) = shape
+            .iter()
+            .zip(&self.max_shape)
+            .enumerate()
+            .find(|(_, (given, max))| given > max)
+        {
+            return Err(format!(
+                "input `{name}` has {given} in dimension {dim}, over this function's limit of {max} (v2.max_shape {:?})",
+                self.max_shape
+            ));
+        }
+        *elements = aifn_tensor::element_count(shape)
+            .and_then(|n| elements.checked_add(n))
+            .filter(|&n| n <= self.max_elements)
+            .ok_or_else(|| {
+                format!(
+                    "the request's inputs hold more than the host's limit of {} elements",
+                    self.max_elements
+                )
+            })?;
+        Ok(())
+    }
+}
+
 struct Instance {
     identity: Identity,
     session: ModelSession,
@@ -589,32 +616,13 @@ pub fn v2_inputs(
     body: &[u8],
 ) -> Result<Inputs, InvokeError> {
     let mut elements = 0usize;
+    // Which refusal it was: a limit (413) or a mismatch with the model (400).
     let mut over_limit = false;
     let admit = |name: &str, dtype, shape: &[usize]| -> Result<(), String> {
         signature.check_input(name, dtype, shape)?;
-        over_limit = true;
-        if let Some((dim, (&given, &max))) = shape
-            .iter()
-            .zip(&limits.max_shape)
-            .enumerate()
-            .find(|(_, (given, max))| given > max)
-        {
-            return Err(format!(
-                "input `{name}` has {given} in dimension {dim}, over this function's limit of {max} (v2.max_shape {:?})",
-                limits.max_shape
-            ));
-        }
-        elements = aifn_tensor::element_count(shape)
-            .and_then(|n| elements.checked_add(n))
-            .filter(|&n| n <= limits.max_elements)
-            .ok_or_else(|| {
-                format!(
-                    "the request's inputs hold more than the host's limit of {} elements",
-                    limits.max_elements
-                )
-            })?;
-        over_limit = false;
-        Ok(())
+        limits
+            .admit(name, shape, &mut elements)
+            .inspect_err(|_| over_limit = true)
     };
     let tensors = aifn_tensor::decode_v2_request_with(body, admit).map_err(|e| {
         if over_limit {

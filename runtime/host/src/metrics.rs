@@ -49,8 +49,8 @@ pub struct PolicyLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
-    /// Which limit: `connections`, `body_bytes`, `tensor_elements`, `tensor_shape`,
-    /// `batch_bytes`, `module_output_bytes`.
+    /// Which limit: `connections`, `body_bytes`, `tensor_elements` (with `v2.max_shape`),
+    /// `module_output_bytes`.
     pub limit: &'static str,
 }
 

@@ -533,13 +533,13 @@ async fn run_check(function: &LoadedFunction) -> Result<(), DeployError> {
         None => endpoints.first(),
     }
     .ok_or_else(|| DeployError::CheckFailed("has no such endpoint".into()))?;
+    let failed = DeployError::CheckFailed;
     let work = crate::instance::Work::Endpoint {
         route: endpoint.route.clone(),
         method: endpoint.method.as_str().to_string(),
         headers: check.headers.clone(),
         body: bytes::Bytes::from(check.body.clone()),
     };
-    let failed = |why: String| DeployError::CheckFailed(why);
     let receiver = function
         .pool
         .submit(work)

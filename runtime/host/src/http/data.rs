@@ -47,6 +47,22 @@ pub struct RequestLimits {
     pub max_body_bytes: usize,
 }
 
+impl RequestLimits {
+    /// The deadline of a request to `policy`'s endpoint: its own, within the host's.
+    fn deadline(&self, policy: &EndpointPolicy) -> std::time::Duration {
+        policy
+            .timeout
+            .map_or(self.request_timeout, |t| t.min(self.request_timeout))
+    }
+
+    /// The body limit of `policy`'s endpoint: its own, within the host's.
+    fn max_body(&self, policy: &EndpointPolicy) -> usize {
+        policy
+            .max_body
+            .map_or(self.max_body_bytes, |m| m.min(self.max_body_bytes))
+    }
+}
+
 pub(super) async fn endpoint(
     data: Arc<DataPlane>,
     request: Request<Incoming>,
@@ -76,10 +92,7 @@ pub(super) async fn endpoint(
         return Err(ApiError::not_found(format!("no function serves {path}")));
     };
     let started = Instant::now();
-    let limits = data.limits;
-    let deadline = policy
-        .timeout
-        .map_or(limits.request_timeout, |t| t.min(limits.request_timeout));
+    let deadline = data.limits.deadline(policy);
     // The version that answers (a canary's candidate for its share), and a shadow's copy.
     let mut answering = function.clone();
     let mut shadow_job = None;
@@ -101,10 +114,7 @@ pub(super) async fn endpoint(
             .map(str::to_ascii_lowercase)
             .is_some_and(|v| v.contains("no-cache") || v.contains("no-store"));
         let (parts, body) = request.into_parts();
-        let limit = policy
-            .max_body
-            .map_or(limits.max_body_bytes, |m| m.min(limits.max_body_bytes));
-        let body = read_incoming(&parts.headers, body, limit)
+        let body = read_incoming(&parts.headers, body, data.limits.max_body(policy))
             .await
             .map_err(|e| e.with_rate(admitted.rate))?;
         // Built only when the function runs (not on a cache hit).
@@ -557,14 +567,8 @@ pub(super) async fn v2(
                         answering = serving.choose(&admitted.caller, request.headers()).serve;
                         let function = answering.clone();
                         // The admitting endpoint's bounds, within the host's.
-                        let limits = data.limits;
-                        let policy = admitted.policy;
-                        let deadline = policy
-                            .timeout
-                            .map_or(limits.request_timeout, |t| t.min(limits.request_timeout));
-                        let max_body = policy
-                            .max_body
-                            .map_or(limits.max_body_bytes, |m| m.min(limits.max_body_bytes));
+                        let deadline = data.limits.deadline(admitted.policy);
+                        let max_body = data.limits.max_body(admitted.policy);
                         let run = async {
                             let body = read_body(request, max_body).await?;
                             let inputs =
