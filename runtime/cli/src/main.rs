@@ -349,6 +349,16 @@ struct RemoteArgs {
     state_dir: Option<PathBuf>,
 }
 
+/// Blocks of 256 KiB and more are mapped on their own and unmapped when freed. glibc otherwise
+/// raises this threshold to the largest block freed so far, so after one large inference the
+/// activations of later ones come from the heap, which keeps its high-water mark.
+fn return_large_frees_to_the_kernel() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}
+
 fn main() -> ExitCode {
     // Die quietly when stdout's reader goes away (`aifn ls | head -1`), as other tools do, instead
     // of panicking on the failed write.
@@ -358,6 +368,9 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_) | Command::Up { .. });
+    if serving {
+        return_large_frees_to_the_kernel();
+    }
     let default_level = if serving { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(

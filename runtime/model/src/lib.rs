@@ -10,7 +10,7 @@ pub use locate::{locate_onnxruntime, LocateError};
 
 use aifn_tensor::{DType, Tensor, TensorData};
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::{DynValue, TensorElementType, ValueType};
 use std::path::{Path, PathBuf};
 
@@ -77,9 +77,14 @@ impl OnnxRuntime {
             .iter()
             .map(|o| Port::describe(o.name(), o.dtype(), "output"))
             .collect::<Result<_, _>>()?;
+        let mut shrink_after = RunOptions::new().map_err(invalid)?;
+        shrink_after
+            .set("memory.enable_memory_arena_shrinkage", "cpu:0")
+            .map_err(invalid)?;
         Ok(ModelSession {
             session,
             signature: Signature { inputs, outputs },
+            shrink_after,
         })
     }
 }
@@ -235,7 +240,15 @@ fn dtype_of(ty: TensorElementType) -> Option<DType> {
 pub struct ModelSession {
     session: Session,
     signature: Signature,
+    /// For runs of large inputs: gives the arena's free memory back when the run ends.
+    shrink_after: RunOptions,
 }
+
+/// Input elements of a run above which its activation memory is handed back at the end. ONNX
+/// Runtime's arena otherwise keeps its high-water mark for ever, so one request of the largest
+/// batch would hold its memory (hundreds of MB for a transformer) as long as the host runs. Small
+/// runs keep the arena, so steady traffic does not map and fault the same memory again each time.
+const SHRINK_ABOVE_ELEMENTS: usize = 16 << 10;
 
 impl ModelSession {
     pub fn signature(&self) -> &Signature {
@@ -244,15 +257,18 @@ impl ModelSession {
 
     /// Runs the model on inputs checked against its signature (so errors name the input).
     pub fn run(&mut self, inputs: Inputs) -> Result<Vec<Tensor>, ModelError> {
+        let elements: usize = inputs.0.iter().map(|t| t.data.len()).sum();
         let values = inputs
             .0
             .into_iter()
             .map(|t| Ok((t.name.clone(), to_ort(t)?)))
             .collect::<Result<Vec<(String, DynValue)>, ModelError>>()?;
-        let outputs = self
-            .session
-            .run(values)
-            .map_err(|e| ModelError::Inference(without_source_locations(&e.to_string())))?;
+        let outputs = if elements > SHRINK_ABOVE_ELEMENTS {
+            self.session.run_with_options(values, &self.shrink_after)
+        } else {
+            self.session.run(values)
+        }
+        .map_err(|e| ModelError::Inference(without_source_locations(&e.to_string())))?;
         outputs
             .iter()
             .map(|(name, value)| from_ort(name, &value))
