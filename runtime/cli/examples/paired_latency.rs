@@ -26,7 +26,7 @@ fn main() {
     let inputs = aifn_tensor::decode_v2_request(&std::fs::read(v2).expect("v2 request file"))
         .unwrap_or_else(|e| panic!("{e}"));
     let library = aifn_model::locate_onnxruntime().unwrap_or_else(|e| panic!("{e}"));
-    let runtime = aifn_model::OnnxRuntime::init(&library).expect("ONNX Runtime");
+    let runtime = aifn_model::OnnxRuntime::init(&library, None).expect("ONNX Runtime");
     let mut session = runtime
         .load(&std::fs::read(model).expect("model file"), threads)
         .expect("model");

@@ -41,11 +41,11 @@ impl Host {
             Some(path) => path.clone(),
             None => aifn_model::locate_onnxruntime()?,
         };
-        let ort = OnnxRuntime::init(&library)?;
-        tracing::info!(library = %library.display(), "ONNX Runtime loaded");
         let store = Arc::new(Store::open(&config.state_dir).with_context(|| {
             format!("opening the state directory {}", config.state_dir.display())
         })?);
+        let ort = OnnxRuntime::init(&library, Some(store.optimized_dir()))?;
+        tracing::info!(library = %library.display(), "ONNX Runtime loaded");
         let keys = Arc::new(KeyStore::open(store.clone())?);
         let guest = GuestEngine::new(Some(store.compiled_dir()))?;
         let jwt = JwtVerifier::new(config.jwt_secret.as_deref(), config.jwt_jwks.as_deref())?;

@@ -594,10 +594,12 @@ impl Instance {
                 inference,
                 ..request.timings
             };
-            let call = request.call;
-            let result =
-                outputs.and_then(|outputs| guarded(|| finish(identity, call, &outputs, timings)));
+            let mut call = request.call;
+            let result = outputs
+                .and_then(|outputs| guarded(|| finish(identity, call.as_mut(), &outputs, timings)));
             let _ = request.reply.send(result);
+            // The module instance is torn down (its memory reset) after the caller has its answer.
+            drop(call);
         }
     }
 }
@@ -767,13 +769,13 @@ fn mergeable_groups(requests: &[Inputs], pad: bool) -> Vec<Vec<usize>> {
 /// Turns a request's outputs into its reply: the module's postprocess, or v2 JSON.
 fn finish(
     identity: &Identity,
-    call: Option<GuestCall<'_>>,
+    call: Option<&mut GuestCall<'_>>,
     outputs: &[Tensor],
     mut timings: Timings,
 ) -> Result<Reply, InvokeError> {
     let started = Instant::now();
     let response = match call {
-        Some(mut call) => call.postprocess(outputs)?,
+        Some(call) => call.postprocess(outputs)?,
         None => None,
     };
     timings.postprocess = started.elapsed();
@@ -827,7 +829,11 @@ mod tests {
     fn session() -> ModelSession {
         static ORT: OnceLock<OnnxRuntime> = OnceLock::new();
         let ort = ORT.get_or_init(|| {
-            OnnxRuntime::init(&aifn_model::locate_onnxruntime().expect("onnxruntime")).unwrap()
+            OnnxRuntime::init(
+                &aifn_model::locate_onnxruntime().expect("onnxruntime"),
+                None,
+            )
+            .unwrap()
         });
         let model = std::fs::read(repo_file("functions/churn-predictor/model/churn.onnx")).unwrap();
         ort.load(&model, 1).unwrap()
@@ -1008,7 +1014,7 @@ mod tests {
         let engine = GuestEngine::new(None).unwrap();
         let module = churn_module(&engine);
         let mut session = session();
-        let (call, inputs, _) = prepare(
+        let (mut call, inputs, _) = prepare(
             Some(&module),
             session.signature(),
             &limits(),
@@ -1019,7 +1025,7 @@ mod tests {
             .pop()
             .unwrap();
         let outputs = outputs.unwrap();
-        let reply = finish(&identity(), call, &outputs, Timings::default()).unwrap();
+        let reply = finish(&identity(), call.as_mut(), &outputs, Timings::default()).unwrap();
         assert_eq!(reply.status, 200);
         let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
         let p = answer["churn_probability"].as_f64().unwrap();

@@ -109,18 +109,21 @@ impl Loader {
             .map_or(1, |cpu| cpu.0.div_ceil(1000) as usize)
             .clamp(1, cores);
 
-        let model_bytes = Arc::new(store.read_blob(&record.model.digest)?);
         let model_err = |source| LoadFunctionError::Model {
             id: record.model_id.clone(),
             source,
         };
+        let model = Arc::new(
+            ort.model(store.read_blob(&record.model.digest)?)
+                .map_err(model_err)?,
+        );
         // The first session proves the model loads and tells its signature; the autoscaler makes
-        // the others with the same factory.
-        let first_session = ort.load(&model_bytes, threads).map_err(model_err)?;
+        // the others with the same factory, over the same shared weights.
+        let first_session = model.session(threads).map_err(model_err)?;
         let signature = first_session.signature().clone();
         let new_session: SessionFactory = {
-            let (ort, model_bytes) = (ort.clone(), model_bytes.clone());
-            Box::new(move || ort.load(&model_bytes, threads))
+            let model = model.clone();
+            Box::new(move || model.session(threads))
         };
         // Instances this host runs usefully for the function: its cores over the instance's
         // threads, the host's per-function limit, and the requests the function may hold.
@@ -213,12 +216,12 @@ impl Loader {
         // autoscaler sizes it), the same module, and it must take the same inputs.
         let fallback = match (&record.fallback_model, &spec.spec.fallback) {
             (Some(artifact), Some(fallback)) => {
-                let bytes = Arc::new(store.read_blob(&artifact.digest)?);
                 let err = |source| LoadFunctionError::Model {
                     id: fallback.model.id.clone(),
                     source,
                 };
-                let first = ort.load(&bytes, threads).map_err(err)?;
+                let model = Arc::new(ort.model(store.read_blob(&artifact.digest)?).map_err(err)?);
+                let first = model.session(threads).map_err(err)?;
                 if first.signature().inputs != signature.inputs {
                     return Err(LoadFunctionError::Fallback(format!(
                         "model `{}` takes {:?}, but `{}` takes {:?}; a fallback must take the same inputs",
@@ -228,10 +231,7 @@ impl Loader {
                         signature.inputs.iter().map(|p| &p.name).collect::<Vec<_>>()
                     )));
                 }
-                let factory: SessionFactory = {
-                    let ort = ort.clone();
-                    Box::new(move || ort.load(&bytes, threads))
-                };
+                let factory: SessionFactory = Box::new(move || model.session(threads));
                 let identity = Identity {
                     variant: "fallback",
                     ..identity.clone()

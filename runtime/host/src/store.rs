@@ -87,6 +87,10 @@ impl Store {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
         }
+        // Models optimized for sharing their weights are made again by each process.
+        let optimized = root.join("optimized");
+        let _ = fs::remove_dir_all(&optimized);
+        fs::create_dir_all(&optimized).map_err(io_err("creating", &optimized))?;
         let tmp = root.join("tmp");
         for entry in fs::read_dir(&tmp)
             .map_err(io_err("listing", &tmp))?
@@ -126,6 +130,11 @@ impl Store {
 
     pub fn compiled_dir(&self) -> PathBuf {
         self.root.join("compiled")
+    }
+
+    /// Where ONNX Runtime's optimized copies of the loaded models are kept (see `aifn_model`).
+    pub fn optimized_dir(&self) -> PathBuf {
+        self.root.join("optimized")
     }
 
     // ---- artifacts ----

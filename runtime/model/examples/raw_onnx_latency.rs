@@ -21,7 +21,7 @@ fn main() {
     let inputs = aifn_tensor::decode_v2_request(&request).unwrap_or_else(|e| panic!("{e}"));
 
     let library = aifn_model::locate_onnxruntime().unwrap_or_else(|e| panic!("{e}"));
-    let runtime = aifn_model::OnnxRuntime::init(&library).expect("ONNX Runtime");
+    let runtime = aifn_model::OnnxRuntime::init(&library, None).expect("ONNX Runtime");
     let bytes = std::fs::read(&args[1]).expect("model file");
     let mut session = runtime.load(&bytes, threads).expect("model");
 

@@ -1,18 +1,21 @@
 //! ONNX models through ONNX Runtime (`ort`, loaded dynamically from `libonnxruntime.so`).
 //!
-//! [`OnnxRuntime::init`] loads the library once per process. [`OnnxRuntime::load`] makes a
-//! [`ModelSession`]; a session is used by one thread at a time (`run` takes `&mut self`), so the host
-//! gives each instance worker its own session.
+//! [`OnnxRuntime::init`] loads the library once per process. [`OnnxRuntime::model`] prepares a
+//! [`Model`], whose [`Model::session`] makes a [`ModelSession`] per replica: a session is used by
+//! one thread at a time (`run` takes `&mut self`), and the sessions of a model share its weights.
 
 mod locate;
+mod shared;
 
 pub use locate::{locate_onnxruntime, LocateError};
 
 use aifn_tensor::{DType, Tensor, TensorData};
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
 use ort::session::{RunOptions, Session};
 use ort::value::{DynValue, TensorElementType, ValueType};
+use shared::SharedModel;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -28,15 +31,25 @@ pub enum ModelError {
     Inference(String),
 }
 
-/// The process-wide ONNX Runtime environment.
+/// The process-wide ONNX Runtime environment, and what its sessions share.
 #[derive(Clone)]
 pub struct OnnxRuntime {
     env: ort::environment::Environment,
+    shared: Arc<Sharing>,
+}
+
+struct Sharing {
+    /// One container for the whole host: ONNX Runtime packs a shared weight once for all sessions.
+    prepacked: PrepackedWeights,
+    weights: shared::WeightCache,
+    /// Where models are optimized for sharing; `None`: every session loads its own copy.
+    dir: Option<PathBuf>,
 }
 
 impl OnnxRuntime {
-    /// Loads `libonnxruntime` from `library` and creates the environment.
-    pub fn init(library: &Path) -> Result<OnnxRuntime, ModelError> {
+    /// Loads `libonnxruntime` from `library` and creates the environment. Sessions of a [`Model`]
+    /// share their weights when `share_in` names a directory for the models' optimized copies.
+    pub fn init(library: &Path, share_in: Option<PathBuf>) -> Result<OnnxRuntime, ModelError> {
         let err = |message: String| ModelError::Library {
             path: library.to_path_buf(),
             message,
@@ -46,15 +59,30 @@ impl OnnxRuntime {
             .with_name("aifn")
             .build()
             .map_err(|e| err(e.to_string()))?;
-        Ok(OnnxRuntime { env })
+        if let Some(dir) = &share_in {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+        }
+        Ok(OnnxRuntime {
+            env,
+            shared: Arc::new(Sharing {
+                prepacked: PrepackedWeights::new(),
+                weights: Default::default(),
+                dir: share_in,
+            }),
+        })
     }
 
-    /// Creates a session for one worker. `threads` is ONNX Runtime's intra-op thread count.
-    pub fn load(&self, model: &[u8], threads: usize) -> Result<ModelSession, ModelError> {
+    /// The session options every session gets. `threads` is ONNX Runtime's intra-op thread count.
+    fn builder(
+        &self,
+        threads: usize,
+        level: GraphOptimizationLevel,
+    ) -> Result<SessionBuilder, ModelError> {
         let invalid = |e: ort::Error| ModelError::InvalidModel(e.to_string());
-        let session = Session::builder(&self.env)
+        Session::builder(&self.env)
             .map_err(invalid)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .with_optimization_level(level)
             .map_err(|e| invalid(e.into()))?
             .with_intra_threads(threads.max(1))
             .map_err(|e| invalid(e.into()))?
@@ -64,28 +92,66 @@ impl OnnxRuntime {
             .with_intra_op_spinning(false)
             .map_err(|e| invalid(e.into()))?
             .with_inter_threads(1)
-            .map_err(|e| invalid(e.into()))?
+            .map_err(|e| invalid(e.into()))
+    }
+
+    /// A session with its own copy of everything (see [`OnnxRuntime::model`] for shared weights).
+    pub fn load(&self, model: &[u8], threads: usize) -> Result<ModelSession, ModelError> {
+        let session = self
+            .builder(threads, GraphOptimizationLevel::Level3)?
             .commit_from_memory(model)
-            .map_err(invalid)?;
-        let inputs = session
-            .inputs()
-            .iter()
-            .map(|o| Port::describe(o.name(), o.dtype(), "input"))
-            .collect::<Result<_, _>>()?;
-        let outputs = session
-            .outputs()
-            .iter()
-            .map(|o| Port::describe(o.name(), o.dtype(), "output"))
-            .collect::<Result<_, _>>()?;
-        let mut shrink_after = RunOptions::new().map_err(invalid)?;
-        shrink_after
-            .set("memory.enable_memory_arena_shrinkage", "cpu:0")
-            .map_err(invalid)?;
-        Ok(ModelSession {
-            session,
-            signature: Signature { inputs, outputs },
-            shrink_after,
+            .map_err(|e| ModelError::InvalidModel(e.to_string()))?;
+        ModelSession::new(session)
+    }
+
+    /// A model to make sessions of, for the replicas of a function. Their weights are shared
+    /// (see the `shared` module) when the runtime has a directory for it; a model that cannot be
+    /// prepared that way (say, one over protobuf's 2 GB) still loads, each session with its own copy.
+    pub fn model(&self, bytes: Vec<u8>) -> Result<Model, ModelError> {
+        let source = match &self.shared.dir {
+            Some(root) => match SharedModel::prepare(self, &bytes, shared::model_dir(root)) {
+                Ok(shared) => Source::Shared(shared),
+                Err(e) => {
+                    // Loading it the plain way says whether the model itself is at fault.
+                    drop(self.load(&bytes, 1)?);
+                    tracing::warn!("model weights are not shared between sessions: {e}");
+                    Source::Private(bytes)
+                }
+            },
+            None => Source::Private(bytes),
+        };
+        Ok(Model {
+            runtime: self.clone(),
+            source,
         })
+    }
+}
+
+/// A model that sessions are made of (one per replica).
+pub struct Model {
+    runtime: OnnxRuntime,
+    source: Source,
+}
+
+enum Source {
+    Shared(SharedModel),
+    Private(Vec<u8>),
+}
+
+impl Model {
+    pub fn session(&self, threads: usize) -> Result<ModelSession, ModelError> {
+        match &self.source {
+            Source::Shared(shared) => shared.session(&self.runtime, threads),
+            Source::Private(bytes) => self.runtime.load(bytes, threads),
+        }
+    }
+
+    /// Bytes of weights all its sessions share (0 when each has its own copy).
+    pub fn shared_bytes(&self) -> usize {
+        match &self.source {
+            Source::Shared(shared) => shared.shared_bytes(),
+            Source::Private(_) => 0,
+        }
     }
 }
 
@@ -242,6 +308,8 @@ pub struct ModelSession {
     signature: Signature,
     /// For runs of large inputs: gives the arena's free memory back when the run ends.
     shrink_after: RunOptions,
+    /// Whether the last run was large.
+    shrink_next: bool,
 }
 
 /// Input elements of a run above which its activation memory is handed back at the end. ONNX
@@ -251,6 +319,30 @@ pub struct ModelSession {
 const SHRINK_ABOVE_ELEMENTS: usize = 16 << 10;
 
 impl ModelSession {
+    fn new(session: Session) -> Result<ModelSession, ModelError> {
+        let invalid = |e: ort::Error| ModelError::InvalidModel(e.to_string());
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| Port::describe(o.name(), o.dtype(), "input"))
+            .collect::<Result<_, _>>()?;
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| Port::describe(o.name(), o.dtype(), "output"))
+            .collect::<Result<_, _>>()?;
+        let mut shrink_after = RunOptions::new().map_err(invalid)?;
+        shrink_after
+            .set("memory.enable_memory_arena_shrinkage", "cpu:0")
+            .map_err(invalid)?;
+        Ok(ModelSession {
+            session,
+            signature: Signature { inputs, outputs },
+            shrink_after,
+            shrink_next: false,
+        })
+    }
+
     pub fn signature(&self) -> &Signature {
         &self.signature
     }
@@ -263,7 +355,12 @@ impl ModelSession {
             .into_iter()
             .map(|t| Ok((t.name.clone(), to_ort(t)?)))
             .collect::<Result<Vec<(String, DynValue)>, ModelError>>()?;
-        let outputs = if elements > SHRINK_ABOVE_ELEMENTS {
+        // The outputs of a large run still hold part of the arena when it ends, so the run after
+        // it shrinks the arena again.
+        let large = elements > SHRINK_ABOVE_ELEMENTS;
+        let shrink = large || self.shrink_next;
+        self.shrink_next = large;
+        let outputs = if shrink {
             self.session.run_with_options(values, &self.shrink_after)
         } else {
             self.session.run(values)
