@@ -33,6 +33,7 @@ $py - "$work/batch16.json" "$text" <<'PY'
 import json, sys
 from tokenizers import Tokenizer
 t = Tokenizer.from_file("functions/text-embedder/model/tokenizer.json")
+t.no_padding()
 ids = t.encode(sys.argv[2]).ids
 n, batch = len(ids), 16
 inputs = [{"name": name, "shape": [batch, n], "datatype": "INT64", "data": data * batch}
@@ -65,8 +66,13 @@ mkdir -p bench/results
   echo "| --- | --- | --- | --- | --- | --- | --- |"
   awk '{ printf "| %d | %d | %.0f | %.2f | %.1f | %.1f | %d |\n", $1, $2, $3, $3 / $2, $4 / 1000, $5 / 1000, $6 }' "$work/runs"
   echo
-  sort -t' ' -k1n "$work/runs" | awk -v target="$latency_ms" '{ r[NR] = $3 / $2; p[NR] = $5 / 1000 } END {
-    n = asort(r); asort(p); m = (n % 2) ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
-    q = (n % 2) ? p[(n + 1) / 2] : (p[n / 2] + p[n / 2 + 1]) / 2
-    printf "Median ratio: **%.2f×** the floor (target at least 0.9×); median p99 %.0f ms (target under target_latency × 3 = %d ms).\n", m, q, 3 * target }'
+  python3 - "$work/runs" "$latency_ms" <<'PY'
+import statistics, sys
+runs = [line.split() for line in open(sys.argv[1])]
+ratio = statistics.median(float(r[2]) / float(r[1]) for r in runs)
+p99 = statistics.median(float(r[4]) / 1000 for r in runs)
+target = 3 * int(sys.argv[2])
+print(f"Median ratio: **{ratio:.2f}×** the floor (target at least 0.9×); median p99 {p99:.0f} ms "
+      f"(target under target_latency × 3 = {target} ms).")
+PY
 } | tee bench/results/embedder_floor.md

@@ -4,6 +4,8 @@
 //! in microseconds.
 //!
 //! cargo run --release -p aifn-model --example raw_onnx_latency -- MODEL.onnx V2_REQUEST.json [ITERATIONS] [THREADS]
+//!
+//! With `AIFN_SHARED_WEIGHTS=1` the session is made as the host makes them (over shared weights).
 
 use std::time::Instant;
 
@@ -21,9 +23,18 @@ fn main() {
     let inputs = aifn_tensor::decode_v2_request(&request).unwrap_or_else(|e| panic!("{e}"));
 
     let library = aifn_model::locate_onnxruntime().unwrap_or_else(|e| panic!("{e}"));
-    let runtime = aifn_model::OnnxRuntime::init(&library, None).expect("ONNX Runtime");
     let bytes = std::fs::read(&args[1]).expect("model file");
-    let mut session = runtime.load(&bytes, threads).expect("model");
+    // AIFN_SHARED_WEIGHTS=1: a session as the host makes them, over weights shared between sessions.
+    let shared = std::env::var("AIFN_SHARED_WEIGHTS").is_ok_and(|v| v == "1");
+    let share_in =
+        shared.then(|| std::env::temp_dir().join(format!("aifn-raw-{}", std::process::id())));
+    let runtime = aifn_model::OnnxRuntime::init(&library, share_in.clone()).expect("ONNX Runtime");
+    let model = runtime.model(bytes.clone()).expect("model");
+    let mut session = if shared {
+        model.session(threads).expect("model")
+    } else {
+        runtime.load(&bytes, threads).expect("model")
+    };
 
     let warmup = (iterations / 10).clamp(10, 1000);
     for _ in 0..warmup {
@@ -47,4 +58,8 @@ fn main() {
         at(0.5),
         at(0.99)
     );
+    drop((session, model));
+    if let Some(dir) = share_in {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
