@@ -69,11 +69,10 @@ fn policies(c: &mut Criterion) {
         b.iter(|| access::check(black_box(&policy), "bench", peer, &headers, &keys, &jwt).unwrap())
     });
     let limiter = policy.rate_limit.as_ref().unwrap();
-    let caller_key = caller.key();
     c.bench_function("rate limit (per caller)", |b| {
         b.iter(|| {
             // At millions of checks a second the budget runs out; refusing costs the same.
-            let _ = limiter.check(black_box(&caller_key));
+            let _ = limiter.check(black_box(&caller));
         })
     });
     c.bench_function("cache hit (key + lookup)", |b| {
@@ -92,7 +91,7 @@ fn policies(c: &mut Criterion) {
     c.bench_function("auth + rate limit + cache hit", |b| {
         b.iter(|| {
             let caller = access::check(&policy, "bench", peer, &headers, &keys, &jwt).unwrap();
-            let _ = limiter.check(&caller.key());
+            let _ = limiter.check(&caller);
             runtime
                 .block_on(cache.lookup_or_run(
                     &digest,

@@ -5,7 +5,7 @@
 //! gets a copy afterwards.
 
 use super::error::{json_response, ApiError, HttpResponse};
-use super::{rate_headers, PeerAddr};
+use super::{names, rate_headers, PeerAddr};
 use super::{read_body, read_incoming};
 use crate::function::{LoadedFunction, Measurement};
 use crate::instance::{v2_inputs, InstancePool, InvokeError, Overloaded, Reply, Work};
@@ -306,11 +306,7 @@ fn admit<'p>(
         limit.check().map_err(|l| refuse("host", l))?;
     }
     let rate = match &policy.rate_limit {
-        Some(limiter) => Some(
-            limiter
-                .check(&caller.key())
-                .map_err(|l| refuse("caller", l))?,
-        ),
+        Some(limiter) => Some(limiter.check(&caller).map_err(|l| refuse("caller", l))?),
         None => None,
     };
     Ok(Admitted {
@@ -470,10 +466,10 @@ fn finish(
                 headers.insert(CONTENT_TYPE, value);
             }
             if let Some(outcome) = served.cache {
-                headers.insert("x-cache", HeaderValue::from_static(outcome));
+                headers.insert(names::X_CACHE, HeaderValue::from_static(outcome));
             }
             if let Some(variant) = served.variant {
-                headers.insert("x-aifn-variant", HeaderValue::from_static(variant));
+                headers.insert(names::X_AIFN_VARIANT, HeaderValue::from_static(variant));
                 data.metrics.count_variant(function.name(), variant);
             }
             if let Some(rate) = served.rate {
@@ -492,8 +488,8 @@ fn finish(
         }
     };
     let headers = response.headers_mut();
-    headers.insert("x-aifn-function", function.name_header.clone());
-    headers.insert("x-aifn-version", function.version_header.clone());
+    headers.insert(names::X_AIFN_FUNCTION, function.name_header.clone());
+    headers.insert(names::X_AIFN_VERSION, function.version_header.clone());
     let status = response.status().as_u16();
     match endpoint_metrics {
         Some(metrics) => metrics.answered(status, started.elapsed()),

@@ -1,5 +1,6 @@
 //! Errors as HTTP answers: every error maps to a status and a JSON body in this one place.
 
+use super::names;
 use crate::control::DeployError;
 use crate::instance::{InvokeError, Overloaded};
 use crate::store::StoreError;
@@ -73,30 +74,21 @@ impl ApiError {
             format!("over {who} rate limit; retry in {wait} s"),
         )
         .with_header(hyper::header::RETRY_AFTER, wait.to_string())
-        .with_header(
-            HeaderName::from_static("ratelimit-limit"),
-            limited.limit.to_string(),
-        )
-        .with_header(HeaderName::from_static("ratelimit-remaining"), "0")
-        .with_header(HeaderName::from_static("ratelimit-reset"), wait.to_string())
+        .with_header(names::RATELIMIT_LIMIT, limited.limit.to_string())
+        .with_header(names::RATELIMIT_REMAINING, "0")
+        .with_header(names::RATELIMIT_RESET, wait.to_string())
     }
 
     /// Adds the caller's rate-limit headers to an error that happened after admission.
     pub fn with_rate(mut self, rate: Option<crate::policy::rate_limit::Allowed>) -> ApiError {
         if let Some(rate) = rate {
             let reset = rate.reset.as_secs_f64().ceil() as u64;
-            self.headers.push((
-                HeaderName::from_static("ratelimit-limit"),
-                rate.limit.to_string(),
-            ));
-            self.headers.push((
-                HeaderName::from_static("ratelimit-remaining"),
-                rate.remaining.to_string(),
-            ));
-            self.headers.push((
-                HeaderName::from_static("ratelimit-reset"),
-                reset.to_string(),
-            ));
+            self.headers
+                .push((names::RATELIMIT_LIMIT, rate.limit.to_string()));
+            self.headers
+                .push((names::RATELIMIT_REMAINING, rate.remaining.to_string()));
+            self.headers
+                .push((names::RATELIMIT_RESET, reset.to_string()));
         }
         self
     }

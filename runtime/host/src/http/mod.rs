@@ -152,16 +152,28 @@ pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// The `RateLimit-*` headers (IETF draft `ratelimit-headers`): the budget, what is left of it, and
 /// seconds until it is whole.
+/// Names of the headers the host sets, validated at compile time rather than on each answer.
+pub(crate) mod names {
+    use hyper::header::HeaderName;
+    pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+    pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+    pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+    pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+    pub const X_AIFN_VARIANT: HeaderName = HeaderName::from_static("x-aifn-variant");
+    pub const X_AIFN_FUNCTION: HeaderName = HeaderName::from_static("x-aifn-function");
+    pub const X_AIFN_VERSION: HeaderName = HeaderName::from_static("x-aifn-version");
+}
+
 pub(crate) fn rate_headers(
     headers: &mut hyper::HeaderMap,
     limit: u32,
     remaining: u32,
     reset: std::time::Duration,
 ) {
-    headers.insert("ratelimit-limit", limit.into());
-    headers.insert("ratelimit-remaining", remaining.into());
+    headers.insert(names::RATELIMIT_LIMIT, limit.into());
+    headers.insert(names::RATELIMIT_REMAINING, remaining.into());
     headers.insert(
-        "ratelimit-reset",
+        names::RATELIMIT_RESET,
         (reset.as_secs_f64().ceil() as u64).into(),
     );
 }

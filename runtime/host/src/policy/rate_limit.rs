@@ -3,6 +3,7 @@
 //! Limiters live in the host, keyed by function, method and route, so a redeploy keeps every
 //! caller's budget; only a changed limit starts afresh.
 
+use super::Caller;
 use aifn_spec::{Method, RateLimit};
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 type Keyed =
-    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+    RateLimiter<Caller, DefaultKeyedStateStore<Caller>, DefaultClock, StateInformationMiddleware>;
 type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
 /// A request within its budget: what the `RateLimit-*` headers report.
@@ -83,9 +84,7 @@ impl CallerLimiter {
         }
     }
 
-    // The limiter's keys are `String`s; taking one by reference saves a copy per request.
-    #[allow(clippy::ptr_arg)]
-    pub fn check(&self, caller: &String) -> Result<Allowed, Limited> {
+    pub fn check(&self, caller: &Caller) -> Result<Allowed, Limited> {
         let result = self.limiter.check_key(caller);
         outcome(result, self.limiter.clock(), self.spec.burst, self.period)
     }
@@ -163,17 +162,29 @@ mod tests {
             requests_per_second: 1.0,
             burst: 3,
         });
-        let first = limiter.check(&"a".to_string()).unwrap();
+        let first = limiter.check(&Caller::ApiKey("a".into())).unwrap();
         assert_eq!((first.limit, first.remaining), (3, 2));
-        limiter.check(&"a".to_string()).unwrap();
-        assert_eq!(limiter.check(&"a".to_string()).unwrap().remaining, 0);
-        let refused = limiter.check(&"a".to_string()).unwrap_err();
+        limiter.check(&Caller::ApiKey("a".into())).unwrap();
+        assert_eq!(
+            limiter
+                .check(&Caller::ApiKey("a".into()))
+                .unwrap()
+                .remaining,
+            0
+        );
+        let refused = limiter.check(&Caller::ApiKey("a".into())).unwrap_err();
         assert!(
             refused.retry_after > Duration::from_millis(500)
                 && refused.retry_after <= Duration::from_secs(1)
         );
         // Another caller has a budget of its own.
-        assert_eq!(limiter.check(&"b".to_string()).unwrap().remaining, 2);
+        assert_eq!(
+            limiter
+                .check(&Caller::ApiKey("b".into()))
+                .unwrap()
+                .remaining,
+            2
+        );
     }
 
     #[test]
@@ -184,16 +195,16 @@ mod tests {
             burst: 1,
         };
         let v1 = limiters.for_endpoint("f", Method::Post, "/r", &spec);
-        v1.check(&"a".to_string()).unwrap();
+        v1.check(&Caller::ApiKey("a".into())).unwrap();
         let v2 = limiters.for_endpoint("f", Method::Post, "/r", &spec);
         assert!(
-            v2.check(&"a".to_string()).is_err(),
+            v2.check(&Caller::ApiKey("a".into())).is_err(),
             "the caller's spent budget carried over"
         );
         let changed = RateLimit { burst: 5, ..spec };
         let v3 = limiters.for_endpoint("f", Method::Post, "/r", &changed);
         assert!(
-            v3.check(&"a".to_string()).is_ok(),
+            v3.check(&Caller::ApiKey("a".into())).is_ok(),
             "a new limit starts afresh"
         );
     }
