@@ -113,10 +113,19 @@ impl Loader {
             id: record.model_id.clone(),
             source,
         };
-        let model = Arc::new(
-            ort.model(store.read_blob(&record.model.digest)?)
-                .map_err(model_err)?,
-        );
+        // A spec asking for a GPU gets one where ONNX Runtime can use CUDA; otherwise the CPU,
+        // and the placement says why.
+        let requested_gpus = spec.spec.resources.gpu;
+        let model_bytes = store.read_blob(&record.model.digest)?;
+        let (model, gpu_unavailable) = if requested_gpus > 0 {
+            match ort.model_on_gpu(model_bytes) {
+                Ok(model) => (model, None),
+                Err((bytes, reason)) => (ort.model(bytes).map_err(model_err)?, Some(reason)),
+            }
+        } else {
+            (ort.model(model_bytes).map_err(model_err)?, None)
+        };
+        let model = Arc::new(model);
         // The first session proves the model loads and tells its signature; the autoscaler makes
         // the others with the same factory, over the same shared weights.
         let first_session = model.session(threads).map_err(model_err)?;
@@ -183,15 +192,19 @@ impl Loader {
             None => None,
         };
 
-        let requested_gpus = spec.spec.resources.gpu;
         let placement = Placement {
-            device: "cpu".into(),
+            device: model.device().into(),
             requested_gpus,
-            note: (requested_gpus > 0).then(|| {
-                format!(
-                    "spec asks for {requested_gpus} GPU(s) but this host has no GPU execution provider; running on CPU"
-                )
-            }),
+            note: match gpu_unavailable {
+                Some(reason) => Some(format!(
+                    "spec asks for {requested_gpus} GPU(s) but the host cannot use one ({reason}); running on CPU"
+                )),
+                None if requested_gpus > 1 => Some(format!(
+                    "spec asks for {requested_gpus} GPUs; each replica runs on one ({})",
+                    model.device()
+                )),
+                None => None,
+            },
             replicas,
             threads_per_replica: threads,
             max_batch_size: batching.max_size,

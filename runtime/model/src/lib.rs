@@ -127,6 +127,43 @@ impl OnnxRuntime {
     }
 }
 
+impl OnnxRuntime {
+    /// A model whose sessions run on the first CUDA device, or why it cannot: ONNX Runtime built
+    /// without the CUDA execution provider (the `onnxruntime` wheel; `onnxruntime-gpu` has it), no
+    /// CUDA libraries, no device, or a model the provider cannot place. The bytes come back with
+    /// the reason, for the caller to load the model on the CPU instead.
+    pub fn model_on_gpu(&self, bytes: Vec<u8>) -> Result<Model, (Vec<u8>, String)> {
+        match cuda_session(self, &bytes, 1) {
+            Ok(_) => Ok(Model {
+                runtime: self.clone(),
+                source: Source::Gpu(bytes),
+            }),
+            Err(reason) => Err((bytes, reason)),
+        }
+    }
+}
+
+/// A session whose graph runs on CUDA device 0 (and only there: no silent fall back to the CPU).
+fn cuda_session(
+    runtime: &OnnxRuntime,
+    model: &[u8],
+    threads: usize,
+) -> Result<ModelSession, String> {
+    use ort::ep::ExecutionProvider as _;
+    if !ort::ep::CUDA::is_available().unwrap_or(false) {
+        return Err("this ONNX Runtime has no CUDA execution provider (install it with ./scripts/setup-gpu.sh)".into());
+    }
+    let cuda = ort::ep::CUDA::default().build().error_on_failure();
+    let session = runtime
+        .builder(threads, GraphOptimizationLevel::Level3)
+        .map_err(|e| e.to_string())?
+        .with_execution_providers([cuda])
+        .map_err(|e| without_source_locations(&e.to_string()))?
+        .commit_from_memory(model)
+        .map_err(|e| without_source_locations(&e.to_string()))?;
+    ModelSession::new(session).map_err(|e| e.to_string())
+}
+
 /// A model that sessions are made of (one per replica).
 pub struct Model {
     runtime: OnnxRuntime,
@@ -136,6 +173,8 @@ pub struct Model {
 enum Source {
     Shared(SharedModel),
     Private(Vec<u8>),
+    /// On the GPU, each session with its own copy (the weights live in device memory).
+    Gpu(Vec<u8>),
 }
 
 impl Model {
@@ -143,6 +182,17 @@ impl Model {
         match &self.source {
             Source::Shared(shared) => shared.session(&self.runtime, threads),
             Source::Private(bytes) => self.runtime.load(bytes, threads),
+            Source::Gpu(bytes) => {
+                cuda_session(&self.runtime, bytes, threads).map_err(ModelError::InvalidModel)
+            }
+        }
+    }
+
+    /// Where its sessions run: `cuda:0` or `cpu`.
+    pub fn device(&self) -> &'static str {
+        match self.source {
+            Source::Gpu(_) => "cuda:0",
+            _ => "cpu",
         }
     }
 
@@ -150,7 +200,7 @@ impl Model {
     pub fn shared_bytes(&self) -> usize {
         match &self.source {
             Source::Shared(shared) => shared.shared_bytes(),
-            Source::Private(_) => 0,
+            Source::Private(_) | Source::Gpu(_) => 0,
         }
     }
 }

@@ -351,4 +351,24 @@ mod tests {
         );
         drop(embedder);
     }
+
+    #[test]
+    fn a_model_asked_onto_the_gpu_says_why_it_cannot_go() {
+        use ort::ep::ExecutionProvider as _;
+        let (ort, _) = runtime();
+        let bytes = repo_file("functions/churn-predictor/model/churn.onnx");
+        match ort.model_on_gpu(bytes.clone()) {
+            Ok(model) => assert_eq!(model.device(), "cuda:0"),
+            Err((returned, reason)) => {
+                assert_eq!(returned, bytes, "the bytes come back for the CPU");
+                if !ort::ep::CUDA::is_available().unwrap() {
+                    // The CPU wheel of ONNX Runtime (what CI has).
+                    assert!(reason.contains("no CUDA execution provider"), "{reason}");
+                    assert!(reason.contains("setup-gpu.sh"), "{reason}");
+                }
+                let model = ort.model(returned).unwrap();
+                assert_eq!(model.device(), "cpu");
+            }
+        }
+    }
 }
