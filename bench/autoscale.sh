@@ -5,7 +5,11 @@
 # 250 ms; then a sweep of fixed replica counts (min = max) at 64 clients gives the best fixed
 # configuration to compare the autoscaled throughput with.
 #
-#   ./bench/autoscale.sh [SECONDS_PER_STEP] [text-embedder|slow]   (default 10 text-embedder)
+#   ./bench/autoscale.sh [SECONDS_PER_STEP] [text-embedder|slow] [ROUNDS]   (default 10 text-embedder 3)
+#
+# Each round runs the step load and then the fixed counts, so the autoscaled and the fixed figures
+# of a round come from the same stretch of time; the ratio is reported for every round, and the
+# detailed tables are the last round's.
 #
 # `slow` runs the same steps on the churn predictor's module with a deliberately slow synthetic
 # model (tests/fixtures/models/slow.onnx, ~2.5 ms per row, target_latency 10ms, no batching).
@@ -15,6 +19,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 seconds="${1:-10}"
 model="${2:-text-embedder}"
+rounds="${3:-3}"
 case "$model" in
   text-embedder) suffix=""; target=50 ;;
   slow) suffix="-slow"; target=10 ;;
@@ -59,31 +64,28 @@ wrk.method = "POST"
 wrk.body = '$body'
 wrk.headers["Content-Type"] = "application/json"
 LUA
+# sample FILE: the function's status every 250 ms (time, clients, JSON), with only curl, so that
+# sampling costs the host's cores little; the same sampler runs beside the fixed configurations.
+sample() {
+  while true; do
+    s=$(curl -sf -H 'Authorization: Bearer bench' "$admin/admin/v1/functions/$name" | tr -d '\n' || true)
+    [ -n "$s" ] && echo "$(date +%s.%N) $(cat "$work/clients") $s" >> "$1"
+    sleep 0.25
+  done
+}
 load() { # connections -> "rps p50_ms p99_ms errors"
   wrk_post "$base$route" "$1" "$seconds" "$work/post.lua" | awk '{ print $1, $2 / 1000, $3 / 1000, $4 }'
 }
 
+for round in $(seq 1 "$rounds"); do
 # 1. The step load, autoscaled (1 to 4 replicas asked; the host's cores cap it).
 serve auto
 AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench $aifn deploy "$(spec 1 4)" > /dev/null
-echo "seconds,clients,replicas,running,queued,p95_ms" > "$work/samples.csv"
 echo 0 > "$work/clients"
 t0=$(date +%s.%N)
-(
-  while true; do
-    s=$(curl -sf -H 'Authorization: Bearer bench' "$admin/admin/v1/functions/$name" || true)
-    [ -n "$s" ] && echo "$s" | $py -c '
-import json, sys, time
-s = json.load(sys.stdin)
-t = time.time() - float(sys.argv[1])
-clients = open(sys.argv[2]).read().strip()
-load = s["load"]
-p95 = "" if s["p95_ms"] is None else "%.1f" % s["p95_ms"]
-print("%.2f,%s,%d,%d,%d,%s" % (t, clients, load["instances"], load["running"], load["queued"], p95))' "$t0" "$work/clients" >> "$work/samples.csv"
-    sleep 0.25
-  done
-) &
+sample "$work/samples.raw" &
 sampler_pid=$!
+unset step
 declare -A step
 for c in 1 8 64 1; do
   echo "$c" > "$work/clients"
@@ -93,6 +95,17 @@ done
 echo 0 > "$work/clients"
 sleep 20
 kill $sampler_pid 2>/dev/null || true
+$py - "$work/samples.raw" "$t0" > "$work/samples.csv" <<'PY'
+import json, sys
+print("seconds,clients,replicas,running,queued,p95_ms")
+for line in open(sys.argv[1]):
+    at, clients, status = line.split(" ", 2)
+    s = json.loads(status)
+    load = s["load"]
+    p95 = "" if s["p95_ms"] is None else "%.1f" % s["p95_ms"]
+    print("%.2f,%s,%d,%d,%d,%s" % (float(at) - float(sys.argv[2]), clients, load["instances"], load["running"], load["queued"], p95))
+PY
+rm -f "$work/samples.raw"
 ceiling=$(curl -sf -H 'Authorization: Bearer bench' "$admin/admin/v1/functions/$name" | $py -c 'import json,sys; print(json.load(sys.stdin)["scaling"]["ceiling"])')
 auto64=$(echo "${step[64]}" | awk '{ print $1 }')
 grep -c "scaling:" "$work/auto/host.log" > "$work/decisions" || true
@@ -101,13 +114,23 @@ kill $host_pid 2>/dev/null || true
 wait $host_pid 2>/dev/null || true
 
 # 2. Fixed replica counts at 64 clients: the best fixed configuration.
+unset fixed
 declare -A fixed
+best=0
 for n in $(seq 1 "$ceiling"); do
   serve "fixed$n"
   AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench $aifn deploy "$(spec "$n" "$n")" > /dev/null
+  echo 64 > "$work/clients"
+  sample /dev/null &
+  sampler_pid=$!
   fixed[$n]=$(load 64)
+  kill $sampler_pid 2>/dev/null || true
+  best=$(awk -v a="$best" -v b="${fixed[$n]%% *}" 'BEGIN { print (b > a ? b : a) }')
   kill $host_pid 2>/dev/null || true
   wait $host_pid 2>/dev/null || true
+done
+echo "$round $auto64 $best" >> "$work/rounds"
+rm -rf "$work/auto" "$work"/fixed*
 done
 
 mkdir -p bench/results
@@ -138,14 +161,18 @@ $py bench/plot_autoscale.py "bench/results/autoscale$suffix.csv" "bench/results/
   echo
   echo "| replicas | req/s | p50 ms | p99 ms | errors |"
   echo "| --- | --- | --- | --- | --- |"
-  best=0
   for n in $(seq 1 "$ceiling"); do
     read -r r p5 p9 e <<< "${fixed[$n]}"
     printf '| %s | %.0f | %.1f | %.1f | %s |\n' "$n" "$r" "$p5" "$p9" "$e"
-    best=$(awk -v a="$best" -v b="$r" 'BEGIN { print (b > a ? b : a) }')
   done
   echo
-  awk -v a="$auto64" -v b="$best" 'BEGIN { printf "Autoscaled throughput at 64 clients: %.0f req/s = %.0f%% of the best fixed configuration (%.0f req/s).\n", a, 100 * a / b, b }'
+  echo "Autoscaled throughput at 64 clients against the best fixed configuration, every round:"
+  echo
+  echo "| round | autoscaled req/s | best fixed req/s | ratio |"
+  echo "| --- | --- | --- | --- |"
+  awk '{ printf "| %d | %.0f | %.0f | %.2f |\n", $1, $2, $3, $2 / $3 }' "$work/rounds"
+  echo
+  $py -c 'import statistics, sys; r = [float(l.split()[1]) / float(l.split()[2]) for l in open(sys.argv[1])]; print(f"Median: **{statistics.median(r):.2f}×** the best fixed configuration (target at least 0.95×).")' "$work/rounds"
   $py - "bench/results/autoscale$suffix.csv" "$target" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
