@@ -140,7 +140,7 @@ $py bench/plot_autoscale.py "bench/results/autoscale$suffix.csv" "bench/results/
   echo "# Autoscaling under a step load ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
   echo
   if [ "$model" = text-embedder ]; then
-    echo "\`./bench/autoscale.sh $seconds\`: text-embedder with \`cpu: \"1\"\`, min_replicas 1, max_replicas 4 (ceiling on this"
+    echo "\`./bench/autoscale.sh $seconds text-embedder $rounds\`: text-embedder with \`cpu: \"1\"\`, min_replicas 1, max_replicas 4 (ceiling on this"
     echo "host: $ceiling), target_latency 50ms, max_batch_size 16;"
   else
     echo "\`./bench/autoscale.sh $seconds slow\`: the churn module with a synthetic slow model (~2.5 ms per row), \`cpu: \"1\"\`,"
