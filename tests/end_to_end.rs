@@ -685,3 +685,41 @@ fn rollback_switches_versions_under_load_without_a_failed_request() {
         "{out:?}"
     );
 }
+
+/// CPU time (user + system) the host process has used, from /proc (clock ticks of 10 ms).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn idle_instances_look_for_work_briefly_and_then_sleep() {
+    let dir = temp_dir("idle-spin");
+    let host = TestHost::start(&dir.join("state"));
+    host.deploy(&repo().join("functions/churn-predictor").join(SPEC));
+    let body = r#"{"avg_monthly_spend": 42.5, "days_since_last_purchase": 12, "support_tickets_last_30d": 1, "subscription_tier": "premium"}"#;
+    for _ in 0..50 {
+        churn_probability(&host.post("/v1/churn", body));
+    }
+    // With no requests, its instances (2 replicas) stop looking within the spin (300 µs): over
+    // a half-second window the host uses far less than one core (the epoch ticker's wake-ups
+    // take a few percent of one).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let before = cpu_ticks(host.pid());
+        // The measuring window, not a wait for the condition (which the loop polls for).
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let used_ms = (cpu_ticks(host.pid()) - before) * 10;
+        if used_ms < 150 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an idle host kept using {used_ms} ms of CPU per 500 ms"
+        );
+    }
+    // And a request after the pause is answered as before.
+    churn_probability(&host.post("/v1/churn", body));
+}

@@ -258,6 +258,10 @@ struct ServeArgs {
     /// Largest merged input of a dynamic batch, in bytes (requests that would merge to more run one by one).
     #[arg(long, env = "AIFN_MAX_BATCH_BYTES", default_value_t = HostConfig::DEFAULT_MAX_BATCH_BYTES, value_parser = at_least::<1, usize>)]
     max_batch_bytes: usize,
+    /// Microseconds an instance that finished a job keeps looking for the next before it sleeps
+    /// (yielding its core to other threads meanwhile); 0: sleep at once.
+    #[arg(long, env = "AIFN_IDLE_SPIN_US", default_value_t = HostConfig::DEFAULT_IDLE_SPIN.as_micros() as u64)]
+    idle_spin_us: u64,
     /// Bytes of log lines a module may write per request (the rest is dropped).
     #[arg(long, env = "AIFN_MAX_MODULE_LOG_BYTES", default_value_t = HostConfig::DEFAULT_MAX_MODULE_LOG_BYTES, value_parser = at_least::<1, usize>)]
     max_module_log_bytes: usize,
@@ -720,6 +724,7 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     config.header_read_timeout = std::time::Duration::from_millis(args.header_timeout_ms);
     config.max_tensor_elements = args.max_tensor_elements;
     config.max_batch_bytes = args.max_batch_bytes;
+    config.idle_spin = std::time::Duration::from_micros(args.idle_spin_us);
     config.max_module_log_bytes = args.max_module_log_bytes;
     config.max_connections = args
         .max_connections

@@ -43,6 +43,9 @@ pub struct HostConfig {
     /// Largest merged input of a dynamic batch, in bytes; requests that would merge to more run
     /// one by one.
     pub max_batch_bytes: usize,
+    /// How long an instance thread that has just finished a job keeps looking for the next one
+    /// (yielding its core to any other thread that wants it) before it sleeps.
+    pub idle_spin: Duration,
     /// Bytes of log lines a module may write per request.
     pub max_module_log_bytes: usize,
     /// Data-plane connections open at once; more are answered 503 and closed.
@@ -93,6 +96,9 @@ impl HostConfig {
     pub const DEFAULT_KEEP_VERSIONS: usize = 20;
     pub const DEFAULT_MAX_TENSOR_ELEMENTS: usize = 1 << 20;
     pub const DEFAULT_MAX_BATCH_BYTES: usize = 64 << 20;
+    /// Waking a sleeping thread costs tens of microseconds (more in a VM), twice per request at
+    /// low load; a request arriving within this of the last one finds its instance awake.
+    pub const DEFAULT_IDLE_SPIN: Duration = Duration::from_micros(300);
     pub const DEFAULT_MAX_MODULE_LOG_BYTES: usize = 64 << 10;
     pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 << 10;
     /// hyper's own default, which keeps the parsed headers on the stack (any other value puts
@@ -119,6 +125,7 @@ impl HostConfig {
             max_instances_per_function: Self::default_max_instances(),
             max_tensor_elements: Self::DEFAULT_MAX_TENSOR_ELEMENTS,
             max_batch_bytes: Self::DEFAULT_MAX_BATCH_BYTES,
+            idle_spin: Self::DEFAULT_IDLE_SPIN,
             max_module_log_bytes: Self::DEFAULT_MAX_MODULE_LOG_BYTES,
             max_connections: Self::default_max_connections(Self::DEFAULT_MAX_BODY_BYTES),
             max_header_bytes: Self::DEFAULT_MAX_HEADER_BYTES,

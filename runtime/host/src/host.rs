@@ -74,6 +74,7 @@ impl Host {
                 queue_per_instance: config.queue_per_instance,
                 max_tensor_elements: config.max_tensor_elements,
                 max_batch_bytes: config.max_batch_bytes,
+                idle_spin: config.idle_spin,
                 max_module_log_bytes: config.max_module_log_bytes,
             },
             jwt_configured: jwt.is_configured(),

@@ -57,6 +57,8 @@ pub struct LoadLimits {
     pub max_tensor_elements: usize,
     /// Largest merged batch input in bytes.
     pub max_batch_bytes: usize,
+    /// How long an idle instance looks for work before it sleeps.
+    pub idle_spin: std::time::Duration,
     /// Bytes of log lines a module may write per request.
     pub max_module_log_bytes: usize,
 }
@@ -257,6 +259,7 @@ impl Loader {
                     batching,
                     tensor_limits: tensor_limits.clone(),
                     scaler: self.scaler.clone(),
+                    idle_spin: config.idle_spin,
                 };
                 let pool = InstancePool::start(config, first, factory).map_err(err)?;
                 Some(pool)
@@ -271,6 +274,7 @@ impl Loader {
             batching,
             tensor_limits: tensor_limits.clone(),
             scaler: self.scaler.clone(),
+            idle_spin: config.idle_spin,
         };
         let pool = InstancePool::start(config, first_session, new_session).map_err(model_err)?;
         let endpoints = spec
