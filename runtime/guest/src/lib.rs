@@ -305,6 +305,7 @@ impl GuestEngine {
             limits: *limits,
             capabilities: Arc::new(capabilities.clone()),
             idle: (*isolation == Isolation::Instance).then(Default::default),
+            spares: Default::default(),
         })
     }
 
@@ -397,6 +398,8 @@ pub struct GuestModule {
     capabilities: Arc<Capabilities>,
     /// Instances between requests, when the spec's `module.isolation` allows reuse.
     idle: Option<Arc<Mutex<Vec<Live>>>>,
+    /// Fresh instances, never used, made ahead by idle instance threads ([`GuestModule::prepare_spare`]).
+    spares: Arc<Mutex<Vec<Live>>>,
 }
 
 /// An instance and its store.
@@ -414,6 +417,8 @@ const MAX_REQUESTS_PER_INSTANCE: u32 = 1000;
 const MAX_IDLE_INSTANCES: usize = 64;
 /// How long an unused instance is kept.
 const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
+/// Fresh instances made ahead, per module.
+const MAX_SPARES: usize = 4;
 
 /// The HTTP request as the module sees it.
 pub struct GuestRequest<'a> {
@@ -459,7 +464,10 @@ impl GuestModule {
                 live.store.data_mut().log_budget = self.limits.max_log_bytes;
                 live
             }
-            None => self.instantiate()?,
+            None => match self.spares.lock().unwrap().pop() {
+                Some(spare) => spare,
+                None => self.instantiate()?,
+            },
         };
         Ok(GuestCall {
             module: self,
@@ -467,6 +475,22 @@ impl GuestModule {
             request: None,
             healthy: true,
         })
+    }
+
+    /// Makes a fresh instance ahead of the next request, off its path: called by an instance
+    /// thread with nothing to do. Such an instance has served nothing, so `isolation: request`
+    /// still means a fresh instance per request. A module that fails to start is left to fail
+    /// the request that needs it.
+    pub fn prepare_spare(&self) {
+        if self.idle.is_some() || self.spares.lock().unwrap().len() >= MAX_SPARES {
+            return;
+        }
+        if let Ok(live) = self.instantiate() {
+            let mut spares = self.spares.lock().unwrap();
+            if spares.len() < MAX_SPARES {
+                spares.push(live);
+            }
+        }
     }
 
     fn instantiate(&self) -> Result<Live, GuestError> {

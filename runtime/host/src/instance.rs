@@ -323,10 +323,16 @@ impl InstancePool {
                     let job = match dispatch.next_or_idle() {
                         NextJob::Run(job) => job,
                         NextJob::Stop => break,
-                        NextJob::Wait(jobs) => match wait_for_job(&jobs, idle_spin) {
-                            Ok(job) => job,
-                            Err(_) => break, // taken off the idle stack: scaled down or closed
-                        },
+                        NextJob::Wait(jobs) => {
+                            // Nothing to do: the next request's module instance is made now.
+                            if let Some(module) = &instance.module {
+                                module.prepare_spare();
+                            }
+                            match wait_for_job(&jobs, idle_spin) {
+                                Ok(job) => job,
+                                Err(_) => break, // taken off the idle stack: scaled down or closed
+                            }
+                        }
                     };
                     // Requests that queued up meanwhile join this one's inference.
                     let mut batch = vec![job];
