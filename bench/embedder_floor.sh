@@ -40,11 +40,7 @@ inputs = [{"name": name, "shape": [batch, n], "datatype": "INT64", "data": data 
           for name, data in [("input_ids", ids), ("attention_mask", [1] * n), ("token_type_ids", [0] * n)]]
 open(sys.argv[1], "w").write(json.dumps({"inputs": inputs}))
 PY
-cat > "$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '$body'
-wrk.headers["Content-Type"] = "application/json"
-LUA
+post_lua "$work/post.lua" "$body"
 # Sentences per second of the floor: 16 per batch over the batch's p50.
 floor() {
   target/release/examples/raw_onnx_latency functions/text-embedder/model/model.onnx "$work/batch16.json" 300 2 |

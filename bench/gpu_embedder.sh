@@ -27,11 +27,7 @@ AIFN_HOST="$gpu_admin" $aifn deploy functions/text-embedder/.bench-gpu.yaml > /d
 AIFN_HOST="$cpu_admin" $aifn deploy functions/text-embedder/.bench-gpu.yaml > /dev/null
 device=$(AIFN_HOST="$gpu_admin" $aifn status text-embedder | python3 -c 'import json, sys; p = json.load(sys.stdin)["placement"]; print(p["device"], p.get("note") or "")')
 case "$device" in cuda*) ;; *) echo "the GPU host runs the model on: $device" >&2; exit 1 ;; esac
-cat > "$work/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"inputs": "The new movie is awesome"}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
+post_lua "$work/post.lua" '{"inputs": "The new movie is awesome"}'
 for round in $(seq 1 "$rounds"); do
   echo "$round $(wrk_post "$gpu/v1/embeddings" 64 "$seconds" "$work/post.lua") $(wrk_post "$cpu/v1/embeddings" 64 "$seconds" "$work/post.lua")" >> "$work/runs"
 done

@@ -25,6 +25,16 @@ start_host() {
   exit 1
 }
 
+# post_lua FILE BODY [API_KEY]: a wrk script that POSTs BODY as JSON (with X-API-Key when given).
+post_lua() {
+  {
+    echo 'wrk.method = "POST"'
+    echo "wrk.body = '$2'"
+    echo 'wrk.headers["Content-Type"] = "application/json"'
+    [ -z "${3:-}" ] || echo "wrk.headers[\"X-API-Key\"] = \"$3\""
+  } > "$1"
+}
+
 # to_us LATENCY: wrk prints latencies like 95.00us, 1.20ms or 1.01s; this prints microseconds.
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else print n * 1000000 }'; }
 

@@ -23,14 +23,6 @@ export AIFN_ADMIN_TOKEN=bench AIFN_LOG=warn
 
 churn='{"avg_monthly_spend": 42.5, "days_since_last_purchase": 12, "support_tickets_last_30d": 1, "subscription_tier": "premium"}'
 sentence='{"inputs": "The new movie is awesome"}'
-post() { # name body [header]
-  cat > "$work/$1.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '$2'
-wrk.headers["Content-Type"] = "application/json"
-$([ -n "${3:-}" ] && echo "wrk.headers[\"X-API-Key\"] = \"$3\"")
-LUA
-}
 
 # --- Three functions on one host -----------------------------------------------------------
 start_host "$work/all"
@@ -38,9 +30,9 @@ AIFN_HOST="$admin"
 export AIFN_HOST
 for f in churn-predictor text-embedder sentiment-analyzer; do $aifn deploy "functions/$f/function.yaml" > /dev/null; done
 key=$($aifn keys create --function sentiment-analyzer 2>/dev/null)
-post churn "$churn"
-post embed "$sentence"
-post sentiment "$sentence" "$key"
+post_lua "$work/churn.lua" "$churn"
+post_lua "$work/embed.lua" "$sentence"
+post_lua "$work/sentiment.lua" "$sentence" "$key"
 loaded=$(rss_mb)
 routes=("churn /v1/churn" "embed /v1/embeddings" "sentiment /v1/sentiment")
 for route in "${routes[@]}"; do

@@ -51,15 +51,8 @@ target/release/examples/bare_hyper "$ours" > "$work/bare.out" &
 bare_pid=$!
 bare=$(wait_for "$work/bare.out" "listening on ")
 
-lua() {
-  cat > "$work/$1.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '$2'
-wrk.headers["Content-Type"] = "application/json"
-LUA
-}
-lua module "$body"
-lua v2 "$v2"
+post_lua "$work/module.lua" "$body"
+post_lua "$work/v2.lua" "$v2"
 # name url lua
 targets=(
   "module $base/v1/churn module"

@@ -30,15 +30,8 @@ AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench $aifn deploy functions/churn-predictor
 
 body='{"avg_monthly_spend": 42.5, "days_since_last_purchase": 12, "support_tickets_last_30d": 1, "subscription_tier": "premium"}'
 v2='{"inputs":[{"name":"features","shape":[1,6],"datatype":"FP32","data":[42.5,12,1,0,0,1]}]}'
-lua() {
-  cat > "$work/$1.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '$2'
-wrk.headers["Content-Type"] = "application/json"
-LUA
-}
-lua module "$body"
-lua v2 "$v2"
+post_lua "$work/module.lua" "$body"
+post_lua "$work/v2.lua" "$v2"
 
 # profile NAME PATH: wrk for SECONDS + 2, perf attached for SECONDS after the first second.
 # Prints the requests answered while perf sampled (wrk's rate times the sampled time).

@@ -29,12 +29,9 @@ fn main() {
     let share_in =
         shared.then(|| std::env::temp_dir().join(format!("aifn-raw-{}", std::process::id())));
     let runtime = aifn_model::OnnxRuntime::init(&library, share_in.clone()).expect("ONNX Runtime");
-    let model = runtime.model(bytes.clone()).expect("model");
-    let mut session = if shared {
-        model.session(threads).expect("model")
-    } else {
-        runtime.load(&bytes, threads).expect("model")
-    };
+    // Without a directory to share in, the model's sessions each load their own copy.
+    let model = runtime.model(bytes).expect("model");
+    let mut session = model.session(threads).expect("model");
 
     let warmup = (iterations / 10).clamp(10, 1000);
     for _ in 0..warmup {
