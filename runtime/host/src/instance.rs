@@ -7,6 +7,7 @@
 
 pub use crate::api::PoolLoad;
 use crate::autoscale::ScalerWake;
+use crate::batch_limit::BatchLimit;
 use aifn_guest::{GuestCall, GuestError, GuestModule, GuestRequest};
 use aifn_model::{Inputs, ModelError, ModelSession, Signature};
 use aifn_tensor::{batch, encode_v2_response, Tensor};
@@ -319,6 +320,7 @@ impl InstancePool {
                 if spawner.identity.variant == "fallback" { "f" } else { "" }
             ))
             .spawn(move || {
+                let mut limit = BatchLimit::new(batching.max_size, batching.target_latency);
                 loop {
                     let job = match dispatch.next_or_idle() {
                         NextJob::Run(job) => job,
@@ -336,10 +338,13 @@ impl InstancePool {
                     };
                     // Requests that queued up meanwhile join this one's inference.
                     let mut batch = vec![job];
-                    if batching.max_size > 1 {
-                        batch.extend(dispatch.take_queued(batching.max_size - 1, batching.max_delay));
+                    let size = limit.size();
+                    if size > 1 {
+                        batch.extend(dispatch.take_queued(size - 1, batching.max_delay));
                     }
-                    instance.serve(batch);
+                    if let Some((requests, took)) = instance.serve(batch) {
+                        limit.observe(requests, took);
+                    }
                 }
                 tracing::debug!(function = %instance.identity.name, version = instance.identity.version, "instance stopped");
             })
@@ -487,6 +492,8 @@ pub struct Batching {
     /// Largest merged input in bytes (with padding, the product of the largest dimensions);
     /// requests that would merge to more run one by one.
     pub max_bytes: usize,
+    /// The spec's `target_latency`: batches are kept to what fits half of it (`BatchLimit`).
+    pub target_latency: Option<Duration>,
 }
 
 impl Batching {
@@ -495,6 +502,7 @@ impl Batching {
         max_delay: Duration::ZERO,
         pad: false,
         max_bytes: 0,
+        target_latency: None,
     };
 }
 
@@ -558,8 +566,9 @@ struct Prepared<'m> {
 impl Instance {
     /// Serves one request, or several in one inference: each is preprocessed in its own module
     /// instance, the model runs once on the merged inputs (or once per request when they cannot
-    /// be merged), and each is postprocessed in its own module instance and answered.
-    fn serve(&mut self, jobs: Vec<Job>) {
+    /// be merged), and each is postprocessed in its own module instance and answered. Returns how
+    /// many requests reached the model and how long their inference took.
+    fn serve(&mut self, jobs: Vec<Job>) -> Option<(usize, Duration)> {
         let Instance {
             identity,
             session,
@@ -598,7 +607,7 @@ impl Instance {
             }
         }
         if prepared.is_empty() {
-            return;
+            return None;
         }
 
         let taken = prepared.len();
@@ -634,6 +643,7 @@ impl Instance {
             // The module instance is torn down (its memory reset) after the caller has its answer.
             drop(call);
         }
+        Some((taken, inference))
     }
 }
 
@@ -924,6 +934,7 @@ mod tests {
         max_delay: Duration::ZERO,
         pad: false,
         max_bytes: 64 << 20,
+        target_latency: None,
     };
 
     fn limits() -> TensorLimits {

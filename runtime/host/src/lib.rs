@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod autoscale;
+pub mod batch_limit;
 pub mod config;
 pub mod control;
 pub mod function;

@@ -358,5 +358,6 @@ fn batching(
             .map_or(std::time::Duration::ZERO, |d| d.0),
         pad: scaling.batch_padding == aifn_spec::BatchPadding::Zeros,
         max_bytes,
+        target_latency: scaling.target_latency.map(|t| t.0),
     })
 }
