@@ -18,7 +18,10 @@ async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let body = Bytes::from(args.next().unwrap_or_else(|| "{}".into()));
     let mut headers = hyper::HeaderMap::new();
-    headers.insert(hyper::header::CONTENT_TYPE, "application/json".parse().unwrap());
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        "application/json".parse().unwrap(),
+    );
     for header in args {
         let (name, value) = header.split_once(':').expect("headers are NAME: VALUE");
         headers.insert(
