@@ -25,7 +25,9 @@ fn fallback_spec(dir: &std::path::Path, fallback_model: &std::path::Path) -> std
             ("min_replicas: 2", "min_replicas: 1"),
             ("max_replicas: 8", "max_replicas: 1"),
             ("target_latency: 20ms", "target_latency: 10ms"),
-            ("  endpoints:", &format!("  fallback:\n    model:\n      id: churn_fast\n      runtime: onnx\n      path: {}\n  endpoints:", fallback_model.display())),
+            ("id: churn_tree_v1", "id: churn_fast"),
+            // One body over and over is drift; here only load may move the traffic.
+            ("action: fallback", "action: alert"),
         ],
     );
     replace_line(
@@ -34,6 +36,11 @@ fn fallback_spec(dir: &std::path::Path, fallback_model: &std::path::Path) -> std
         &format!("    path: {}", slow.display()),
     );
     replace_line(&spec, "id: churn_logreg_v1", "    id: churn_slow");
+    replace_line(
+        &spec,
+        "churn_fallback.onnx",
+        &format!("      path: {}", fallback_model.display()),
+    );
     spec
 }
 

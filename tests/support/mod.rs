@@ -359,6 +359,10 @@ pub fn bundled_spec(name: &str, dir: &Path, file: &str, edits: &[(&str, &str)]) 
         "path: module/",
         &format!("path: {}/module/", function.display()),
     );
+    text = text.replace(
+        "reference: model/",
+        &format!("reference: {}/model/", function.display()),
+    );
     for (from, to) in edits {
         assert!(
             text.contains(from),

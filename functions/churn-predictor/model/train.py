@@ -17,7 +17,11 @@ preprocessing module turns a JSON request into exactly this [N, 6] float tensor 
 
 Outputs: churn.onnx (inputs `features` f32 [N,6]; outputs `label` i64 [N], `probabilities` f32 [N,2])
 and expected.json: requests with the probabilities onnxruntime computes for them in Python, which the
-integration tests compare the host's answers against (to 1e-5).
+integration tests compare the host's answers against (to 1e-5). Also:
+- churn_fallback.onnx: a simpler model (a depth-3 decision tree) with the same inputs and outputs,
+  which `spec.fallback` serves while drift holds the traffic off the main model;
+- reference.jsonl: 1,000 held-out customers as requests, with the model's outputs for them, the
+  reference that `spec.monitoring` compares live traffic with.
 """
 import json
 import pathlib
@@ -30,6 +34,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier
 
 HERE = pathlib.Path(__file__).resolve().parent
 TIERS = ["basic", "standard", "premium"]
@@ -51,6 +56,47 @@ def synthetic(n, rng):
     return x, churn.astype(np.int64)
 
 
+def export(model, x_train, path):
+    onx = to_onnx(
+        model,
+        x_train[:1],
+        options={id(model.steps[-1][1] if hasattr(model, "steps") else model): {"zipmap": False}},
+        target_opset=17,
+        final_types=None,
+    )
+    # Name the input for the module, and let the batch dimension vary.
+    onx.graph.input[0].name = "features"
+    for node in onx.graph.node:
+        node.input[:] = ["features" if i == "X" else i for i in node.input]
+    onx.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    path.write_bytes(onx.SerializeToString())
+
+
+def request_of(row):
+    """The request body a customer's feature row came from."""
+    tier = TIERS[int(np.argmax(row[3:]))]
+    return {
+        "avg_monthly_spend": round(float(row[0]), 2),
+        "days_since_last_purchase": round(float(row[1]), 1),
+        "support_tickets_last_30d": int(row[2]),
+        "subscription_tier": tier,
+    }
+
+
+def write_reference(x_test, session):
+    rows = x_test[:1000]
+    features = np.array([features_of(request_of(r)) for r in rows], dtype=np.float32)
+    label, probabilities = session.run(None, {"features": features})
+    with open(HERE / "reference.jsonl", "w") as out:
+        for row, l, p in zip(rows, label, probabilities):
+            example = {"request": request_of(row), "outputs": {"label": [int(l)], "probabilities": [round(float(v), 6) for v in p]}}
+            out.write(json.dumps(example) + "\n")
+
+
+def features_of(request):
+    return features(request["avg_monthly_spend"], request["days_since_last_purchase"], request["support_tickets_last_30d"], request["subscription_tier"])
+
+
 def main():
     rng = np.random.default_rng(42)
     x, y = synthetic(5000, rng)
@@ -60,19 +106,12 @@ def main():
     auc = roc_auc_score(y_test, model.predict_proba(x_test)[:, 1])
     print(f"held-out ROC AUC: {auc:.3f} on {len(y_test)} customers")
 
-    onx = to_onnx(
-        model,
-        x_train[:1],
-        options={id(model.steps[-1][1]): {"zipmap": False}},
-        target_opset=17,
-        final_types=None,
-    )
-    # Name the input for the module, and let the batch dimension vary.
-    onx.graph.input[0].name = "features"
-    for node in onx.graph.node:
-        node.input[:] = ["features" if i == "X" else i for i in node.input]
-    onx.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
-    (HERE / "churn.onnx").write_bytes(onx.SerializeToString())
+    export(model, x_train, HERE / "churn.onnx")
+
+    fallback = DecisionTreeClassifier(max_depth=3, random_state=42).fit(x_train, y_train)
+    fallback_auc = roc_auc_score(y_test, fallback.predict_proba(x_test)[:, 1])
+    print(f"fallback (depth-3 tree) held-out ROC AUC: {fallback_auc:.3f}")
+    export(fallback, x_train, HERE / "churn_fallback.onnx")
 
     session = ort.InferenceSession(str(HERE / "churn.onnx"), providers=["CPUExecutionProvider"])
     customers = [
@@ -93,7 +132,8 @@ def main():
             "label": int(label[0]),
         })
     (HERE / "expected.json").write_text(json.dumps({"held_out_auc": round(auc, 4), "cases": cases}, indent=2) + "\n")
-    print(f"wrote {HERE / 'churn.onnx'} and {HERE / 'expected.json'}")
+    write_reference(x_test, session)
+    print(f"wrote churn.onnx, churn_fallback.onnx, expected.json and reference.jsonl in {HERE}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ pub struct Bundle {
     pub model: Option<Artifact>,
     pub module: Option<Artifact>,
     pub fallback_model: Option<Artifact>,
+    pub monitoring_reference: Option<Artifact>,
 }
 
 impl Bundle {
@@ -48,12 +49,20 @@ impl Bundle {
             .and_then(|f| f.model.path.as_deref())
             .map(|p| read_artifact(dir, p, "spec.fallback.model.path"))
             .transpose()?;
+        let monitoring_reference = spec
+            .spec
+            .monitoring
+            .as_ref()
+            .and_then(|m| m.reference.as_deref())
+            .map(|p| read_artifact(dir, p, "spec.monitoring.reference"))
+            .transpose()?;
         Ok(Bundle {
             spec_yaml,
             spec,
             model,
             module,
             fallback_model,
+            monitoring_reference,
         })
     }
 
@@ -62,6 +71,7 @@ impl Bundle {
             .iter()
             .chain(self.module.iter())
             .chain(self.fallback_model.iter())
+            .chain(self.monitoring_reference.iter())
     }
 }
 

@@ -94,6 +94,11 @@ impl Client {
         self.get(Route::History(name))
     }
 
+    /// The monitoring report (`GET /admin/v1/functions/NAME/monitor`).
+    pub fn monitor(&self, name: &str) -> anyhow::Result<serde_json::Value> {
+        self.get(Route::Monitor(name))
+    }
+
     pub fn versions(&self, name: &str) -> anyhow::Result<api::VersionList> {
         self.get(Route::Versions(name))
     }
@@ -200,6 +205,10 @@ impl Client {
             model: bundle.model.as_ref().map(|a| a.digest.clone()),
             module: bundle.module.as_ref().map(|a| a.digest.clone()),
             fallback_model: bundle.fallback_model.as_ref().map(|a| a.digest.clone()),
+            monitoring_reference: bundle
+                .monitoring_reference
+                .as_ref()
+                .map(|a| a.digest.clone()),
             strategy,
             reason: reason.map(str::to_string),
         };

@@ -114,6 +114,15 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Show whether a function's model is still right: drift per feature, alerts, throughput.
+    Monitor {
+        name: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
     /// Delete a function's old versions (never one serving or in a rollout) and unused artifacts.
     Prune {
         name: String,
@@ -504,6 +513,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Monitor { name, json, remote } => {
+            let report = remote.client()?.monitor(&name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", monitor_table(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Prune { name, keep, remote } => {
             let outcome = remote.client()?.prune(&name, &api::PruneRequest { keep })?;
             println!(
@@ -802,6 +820,10 @@ async fn deploy_local(host: &Arc<Host>, bundle: &Bundle) -> anyhow::Result<api::
         model: bundle.model.as_ref().map(|a| a.digest.clone()),
         module: bundle.module.as_ref().map(|a| a.digest.clone()),
         fallback_model: bundle.fallback_model.as_ref().map(|a| a.digest.clone()),
+        monitoring_reference: bundle
+            .monitoring_reference
+            .as_ref()
+            .map(|a| a.digest.clone()),
         strategy: None,
         reason: Some("aifn up".into()),
     };
@@ -900,6 +922,124 @@ fn print_versions(versions: &api::VersionList) {
             short(&v.model.digest),
         );
     }
+}
+
+/// `aifn monitor NAME`: per version, the headline figures, then a row per feature, and a small
+/// text histogram (reference vs now) for each drifting one.
+fn monitor_table(report: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let number = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.3}"));
+    for version in report["versions"].as_array().into_iter().flatten() {
+        let metrics = &version["metrics"];
+        let _ = writeln!(
+            out,
+            "{} v{} (model {}): drift_score {}, accuracy {}, p95 {}, {:.1} req/s, error rate {}",
+            report["name"].as_str().unwrap_or("?"),
+            version["version"],
+            version["model_id"].as_str().unwrap_or("?"),
+            number(&metrics["drift_score"]),
+            number(&metrics["accuracy"]),
+            metrics["latency_p95"].as_str().unwrap_or("-"),
+            metrics["throughput_rps"].as_f64().unwrap_or(0.0),
+            number(&metrics["error_rate"]),
+        );
+        let drift = &version["drift"];
+        if drift.is_null() {
+            let _ = writeln!(out, "  not monitored (the spec has no `monitoring`)");
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "  window {}: {} samples (alerts move from {}), {} recorded, {} dropped{}",
+            drift["window"].as_str().unwrap_or("?"),
+            drift["samples_in_window"].as_u64().unwrap_or(0),
+            drift["min_samples"],
+            drift["recorded"],
+            drift["dropped"],
+            if drift["on_fallback_for_drift"].as_bool() == Some(true) {
+                "; traffic is on the fallback model"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  {:<34} {:>8} {:>8} {:>8}  state",
+            "feature", "PSI", "KL", "JS"
+        );
+        let features = drift["per_feature"].as_array().cloned().unwrap_or_default();
+        for feature in &features {
+            let state = if feature["drifting"].as_bool() == Some(true) {
+                "DRIFTING".to_string()
+            } else if feature["reference_ready"].as_bool() == Some(false) {
+                format!(
+                    "collecting its baseline ({} so far)",
+                    feature["reference_samples"]
+                )
+            } else {
+                "ok".to_string()
+            };
+            let _ = writeln!(
+                out,
+                "  {:<34} {:>8} {:>8} {:>8}  {state}",
+                feature["name"].as_str().unwrap_or("?"),
+                number(&feature["psi"]),
+                number(&feature["kl"]),
+                number(&feature["js"]),
+            );
+        }
+        for feature in features
+            .iter()
+            .filter(|f| f["drifting"].as_bool() == Some(true))
+        {
+            let _ = writeln!(
+                out,
+                "\n  {}: reference | now",
+                feature["name"].as_str().unwrap_or("?")
+            );
+            let shares = |key: &str| -> Vec<f64> {
+                feature[key]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(|x| x.as_f64()).collect())
+                    .unwrap_or_default()
+            };
+            let (reference, current) = (shares("reference"), shares("current"));
+            let bar = |share: f64| "#".repeat((share * 40.0).round() as usize);
+            for (i, label) in feature["bins"].as_array().into_iter().flatten().enumerate() {
+                let (r, c) = (
+                    reference.get(i).copied().unwrap_or(0.0),
+                    current.get(i).copied().unwrap_or(0.0),
+                );
+                let _ = writeln!(
+                    out,
+                    "  {:>20} {:>20} | {}",
+                    label.as_str().unwrap_or("?"),
+                    bar(r),
+                    bar(c)
+                );
+            }
+        }
+        for alert in version["alerts"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  alert: {} {} ({}) at {} on {}",
+                alert["type"].as_str().unwrap_or("?"),
+                alert["state"].as_str().unwrap_or("?"),
+                alert["severity"].as_str().unwrap_or("?"),
+                alert["timestamp"].as_str().unwrap_or("?"),
+                alert["features"]
+                    .as_array()
+                    .map(|f| f
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    out
 }
 
 fn print_history(history: &api::History) {

@@ -24,6 +24,8 @@ pub enum Route<'a> {
     Prune(&'a str),
     /// GET: [`History`].
     History(&'a str),
+    /// GET: the monitoring report of each loaded version (see `ControlPlane::monitor_report`).
+    Monitor(&'a str),
     /// GET: [`VersionList`].
     Versions(&'a str),
     /// HEAD: whether the host has the artifact; PUT (the bytes): [`Uploaded`].
@@ -50,6 +52,7 @@ impl<'a> Route<'a> {
             Route::Promote(name) => format!("{p}/functions/{name}/promote"),
             Route::Abort(name) => format!("{p}/functions/{name}/abort"),
             Route::Prune(name) => format!("{p}/functions/{name}/prune"),
+            Route::Monitor(name) => format!("{p}/functions/{name}/monitor"),
             Route::History(name) => format!("{p}/functions/{name}/history"),
             Route::Versions(name) => format!("{p}/functions/{name}/versions"),
             Route::Blob(digest) => format!("{p}/blobs/{digest}"),
@@ -72,6 +75,7 @@ impl<'a> Route<'a> {
             ["functions", name, "abort"] => Route::Abort(name),
             ["functions", name, "prune"] => Route::Prune(name),
             ["functions", name, "history"] => Route::History(name),
+            ["functions", name, "monitor"] => Route::Monitor(name),
             ["functions", name, "versions"] => Route::Versions(name),
             ["blobs", digest] => Route::Blob(digest),
             ["models"] => Route::Models,
@@ -95,6 +99,9 @@ pub struct DeployRequest {
     /// The uploaded fallback model, when the spec's `fallback.model` names a local `path`.
     #[serde(default)]
     pub fallback_model: Option<Digest>,
+    /// The uploaded reference sample, when the spec's `monitoring.reference` names one.
+    #[serde(default)]
+    pub monitoring_reference: Option<Digest>,
     /// How the new version replaces the serving one; absent: the spec's `rollout.strategy`, or
     /// at once.
     #[serde(default)]

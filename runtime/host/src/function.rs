@@ -27,6 +27,8 @@ pub struct LoadedFunction {
     /// autoscaler switches it when the primary cannot keep its target at its ceiling).
     pub fallback: Option<InstancePool>,
     pub fallback_active: std::sync::atomic::AtomicBool,
+    /// `spec.monitoring`'s drift and alerts for this version.
+    pub monitor: Option<std::sync::Arc<crate::monitor::VersionMonitor>>,
     /// One per endpoint, in the spec's order.
     pub endpoints: Vec<EndpointPolicy>,
     /// Whether `/v2/models/NAME/...` serves this version (`spec.v2`; see `aifn_spec::V2Access`).
@@ -70,15 +72,17 @@ impl LoadedFunction {
 
 impl LoadedFunction {
     /// The pool that takes new requests: the fallback's while it is active, else the primary.
+    /// Two things switch to the fallback: the autoscaler (peak load) and a drift alert with
+    /// `action: fallback`. Either keeps it on: while drift holds the traffic there, the
+    /// autoscaler switching back does not take it away, and the other way round.
     pub fn serving_pool(&self) -> &InstancePool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let for_drift = self
+            .monitor
+            .as_ref()
+            .is_some_and(|m| m.drift_fallback.load(Relaxed));
         match &self.fallback {
-            Some(fallback)
-                if self
-                    .fallback_active
-                    .load(std::sync::atomic::Ordering::Relaxed) =>
-            {
-                fallback
-            }
+            Some(fallback) if for_drift || self.fallback_active.load(Relaxed) => fallback,
             _ => &self.pool,
         }
     }

@@ -144,6 +144,7 @@ impl Host {
         }
         .start(&self.scaler_wake);
         self.control.start_rollout_loop(self.config.rollout_tick);
+        self.control.start_monitor_loop(self.config.rollout_tick);
         Ok(())
     }
 

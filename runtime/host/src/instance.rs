@@ -8,6 +8,7 @@
 pub use crate::api::PoolLoad;
 use crate::autoscale::ScalerWake;
 use crate::batch_limit::BatchLimit;
+use crate::monitor::{Pending, Tap};
 use aifn_guest::{GuestCall, GuestError, GuestModule, GuestRequest};
 use aifn_model::{Inputs, ModelError, ModelSession, Signature};
 use aifn_tensor::{batch, encode_v2_response, Tensor};
@@ -122,11 +123,14 @@ pub struct PoolConfig {
     pub scaler: ScalerWake,
     /// How long an instance that finished a job looks for the next before it sleeps.
     pub idle_spin: Duration,
+    /// Where answered requests are sampled for `spec.monitoring`.
+    pub monitor: Option<Tap>,
 }
 
 /// What a new instance is made of.
 struct Spawner {
     identity: Identity,
+    monitor: Option<Tap>,
     module: Option<GuestModule>,
     batching: Batching,
     tensor_limits: Arc<TensorLimits>,
@@ -235,6 +239,7 @@ impl InstancePool {
             tensor_limits,
             scaler,
             idle_spin,
+            monitor,
         } = config;
         let pool = InstancePool {
             dispatch: Arc::new(Dispatch {
@@ -250,6 +255,7 @@ impl InstancePool {
             }),
             spawner: Spawner {
                 identity,
+                monitor,
                 module,
                 batching,
                 tensor_limits,
@@ -303,6 +309,7 @@ impl InstancePool {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut instance = Instance {
             identity: spawner.identity.clone(),
+            monitor: spawner.monitor.clone(),
             session,
             module: spawner.module.clone(),
             batching: spawner.batching,
@@ -545,6 +552,7 @@ impl TensorLimits {
 
 struct Instance {
     identity: Identity,
+    monitor: Option<Tap>,
     session: ModelSession,
     module: Option<GuestModule>,
     batching: Batching,
@@ -561,6 +569,8 @@ struct Prepared<'m> {
     call: Option<GuestCall<'m>>,
     inputs: Option<Inputs>,
     timings: Timings,
+    /// What the monitor keeps of the request until its outputs are known.
+    monitored: Option<Pending>,
 }
 
 impl Instance {
@@ -571,6 +581,7 @@ impl Instance {
     fn serve(&mut self, jobs: Vec<Job>) -> Option<(usize, Duration)> {
         let Instance {
             identity,
+            monitor,
             session,
             module,
             batching,
@@ -582,6 +593,11 @@ impl Instance {
                 continue; // the caller gave up while the job was queued
             }
             let queued = job.enqueued.elapsed();
+            // The body is shared, not copied, with the monitor when it reads request fields.
+            let body = match (&monitor, &job.work) {
+                (Some(_), Work::Endpoint { body, .. }) => Some(body.clone()),
+                _ => None,
+            };
             let result = guarded(|| {
                 prepare(
                     module.as_ref(),
@@ -594,6 +610,9 @@ impl Instance {
                 Ok((call, inputs, preprocess)) => prepared.push(Prepared {
                     reply: job.reply,
                     call,
+                    monitored: monitor
+                        .as_ref()
+                        .map(|tap| tap.monitor.before(body.as_ref(), inputs.tensors())),
                     inputs: Some(inputs),
                     timings: Timings {
                         queued,
@@ -637,6 +656,11 @@ impl Instance {
                 ..request.timings
             };
             let mut call = request.call;
+            if let (Some(tap), Some(pending), Ok(outputs)) = (&monitor, request.monitored, &outputs)
+            {
+                tap.monitor
+                    .record(pending, tap.records_outputs.then_some(outputs.as_slice()));
+            }
             let result = outputs
                 .and_then(|outputs| guarded(|| finish(identity, call.as_mut(), &outputs, timings)));
             let _ = request.reply.send(result);

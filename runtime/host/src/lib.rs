@@ -27,6 +27,7 @@ pub mod instance;
 pub mod keys;
 pub mod loader;
 pub mod metrics;
+pub mod monitor;
 pub mod outcomes;
 pub mod policy;
 pub mod records;

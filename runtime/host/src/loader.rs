@@ -7,6 +7,7 @@ use crate::autoscale::{Policy, ScalerWake};
 use crate::function::LoadedFunction;
 use crate::instance::{Batching, Identity, InstancePool, PoolConfig, SessionFactory, TensorLimits};
 use crate::metrics::Metrics;
+use crate::monitor::{Tap, VersionMonitor};
 use crate::policy::rate_limit::RateLimiters;
 use crate::policy::EndpointPolicy;
 use crate::records::VersionRecord;
@@ -36,6 +37,8 @@ pub enum LoadFunctionError {
     Fallback(String),
     #[error("spec.scaling.max_batch_size: {0}")]
     Batching(String),
+    #[error(transparent)]
+    Reference(#[from] crate::monitor::ReferenceError),
     #[error("endpoint {0} uses `auth: jwt`, but this host has no key to verify tokens: start it with --jwt-secret or --jwt-jwks")]
     NoJwtKeys(String),
 }
@@ -221,6 +224,29 @@ impl Loader {
             version: record.version,
             variant: "primary",
         };
+        // `spec.monitoring`: its thread starts now, with the reference sample if the spec has one.
+        let monitor = match &spec.spec.monitoring {
+            Some(monitoring) => {
+                let reference = record
+                    .monitoring_reference
+                    .as_ref()
+                    .map(|a| store.read_blob(&a.digest))
+                    .transpose()?;
+                Some(VersionMonitor::start(
+                    monitoring.clone(),
+                    &signature,
+                    reference.as_deref(),
+                    format!("{}@v{}", record.name, record.version),
+                )?)
+            }
+            None => None,
+        };
+        let tap = |records_outputs| {
+            monitor.as_ref().map(|monitor| Tap {
+                monitor: monitor.clone(),
+                records_outputs,
+            })
+        };
         // Requests held at once: `max_concurrency` (running + queued) or a queue per instance the
         // function may scale to.
         let queue = match spec.spec.scaling.max_concurrency {
@@ -260,6 +286,7 @@ impl Loader {
                     tensor_limits: tensor_limits.clone(),
                     scaler: self.scaler.clone(),
                     idle_spin: config.idle_spin,
+                    monitor: tap(false),
                 };
                 let pool = InstancePool::start(config, first, factory).map_err(err)?;
                 Some(pool)
@@ -275,6 +302,7 @@ impl Loader {
             tensor_limits: tensor_limits.clone(),
             scaler: self.scaler.clone(),
             idle_spin: config.idle_spin,
+            monitor: tap(true),
         };
         let pool = InstancePool::start(config, first_session, new_session).map_err(model_err)?;
         let endpoints = spec
@@ -296,6 +324,7 @@ impl Loader {
             autoscale,
             fallback,
             fallback_active: Default::default(),
+            monitor,
             endpoints,
             v2_exposed,
             tensor_limits,

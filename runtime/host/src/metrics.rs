@@ -54,6 +54,21 @@ pub struct LimitLabels {
     pub limit: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub function: String,
+    pub version: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub function: String,
+    /// `concept_drift`, `accuracy`, `latency` or `errors`.
+    pub alert: &'static str,
+    /// `fired` or `cleared`.
+    pub state: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -79,6 +94,10 @@ pub struct Metrics {
     pub cache_evictions: Family<CacheLabels, Counter>,
     pub limit_hits: Family<LimitLabels, Counter>,
     pub connections: Gauge,
+    pub drift_score: Family<VersionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub drifting: Family<VersionLabels, Gauge>,
+    pub monitor_dropped: Family<VersionLabels, Gauge>,
+    pub alerts: Family<AlertLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -183,7 +202,36 @@ impl Default for Metrics {
             "Open data-plane connections",
             connections.clone(),
         );
+        let drift_score =
+            Family::<VersionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "drift_score",
+            "Largest PSI among a version's monitored features at its last evaluation",
+            drift_score.clone(),
+        );
+        let drifting = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "drifting_features",
+            "Monitored features whose drift alert is firing",
+            drifting.clone(),
+        );
+        let monitor_dropped = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "monitor_samples_dropped",
+            "Samples the monitor had no room for (its queue was full), since the version loaded",
+            monitor_dropped.clone(),
+        );
+        let alerts = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "monitor_alerts",
+            "Monitoring alerts that fired or cleared",
+            alerts.clone(),
+        );
         Metrics {
+            drift_score,
+            drifting,
+            monitor_dropped,
+            alerts,
             limit_hits,
             connections,
             auth_failures,
@@ -206,6 +254,35 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A version's latest monitoring figures.
+    pub fn observe_monitor(
+        &self,
+        function: &str,
+        version: u64,
+        monitor: &crate::monitor::VersionMonitor,
+    ) {
+        let labels = VersionLabels {
+            function: function.to_string(),
+            version,
+        };
+        let (score, drifting) = monitor.drift_summary();
+        self.drift_score.get_or_create(&labels).set(score);
+        self.drifting.get_or_create(&labels).set(drifting as i64);
+        self.monitor_dropped
+            .get_or_create(&labels)
+            .set(monitor.dropped.load(std::sync::atomic::Ordering::Relaxed) as i64);
+    }
+
+    pub fn count_alert(&self, function: &str, alert: &'static str, state: &'static str) {
+        self.alerts
+            .get_or_create(&AlertLabels {
+                function: function.to_string(),
+                alert,
+                state,
+            })
+            .inc();
+    }
+
     /// Counts one refusal by the limit named `limit`.
     pub fn limit_hit(&self, limit: &'static str) {
         self.limit_hits.get_or_create(&LimitLabels { limit }).inc();

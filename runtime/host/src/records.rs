@@ -73,6 +73,9 @@ pub struct VersionRecord {
     /// The lighter model of `spec.fallback`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_model: Option<Artifact>,
+    /// The reference sample of `spec.monitoring.reference`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring_reference: Option<Artifact>,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
     /// Who deployed it (see [`AuditEvent::actor`]).
@@ -86,6 +89,7 @@ impl VersionRecord {
         std::iter::once(&self.model)
             .chain(self.module.as_ref())
             .chain(self.fallback_model.as_ref())
+            .chain(self.monitoring_reference.as_ref())
     }
 
     pub fn deployment_digest(
@@ -93,6 +97,7 @@ impl VersionRecord {
         model: &Artifact,
         module: Option<&Artifact>,
         fallback_model: Option<&Artifact>,
+        monitoring_reference: Option<&Artifact>,
     ) -> Digest {
         let mut hasher = Sha256::new();
         hasher.update(spec_yaml.as_bytes());
@@ -105,6 +110,10 @@ impl VersionRecord {
         if let Some(fallback) = fallback_model {
             hasher.update(b"\0fallback\0");
             hasher.update(fallback.digest.hex());
+        }
+        if let Some(reference) = monitoring_reference {
+            hasher.update(b"\0reference\0");
+            hasher.update(reference.digest.hex());
         }
         Digest(hex::encode(hasher.finalize()))
     }
@@ -224,6 +233,10 @@ pub enum AuditAction {
     Resumed,
     Deleted,
     Pruned,
+    /// A monitoring alert fired (`spec.monitoring`).
+    Alert,
+    /// A monitoring alert cleared.
+    AlertCleared,
 }
 
 impl AuditAction {
@@ -239,6 +252,8 @@ impl AuditAction {
             AuditAction::Resumed => "resumed",
             AuditAction::Deleted => "deleted",
             AuditAction::Pruned => "pruned",
+            AuditAction::Alert => "alert",
+            AuditAction::AlertCleared => "alert_cleared",
         }
     }
 }

@@ -339,6 +339,8 @@ pub struct Progress {
     pub note: Mutex<String>,
     /// Since when the candidate's p95 has been over the threshold (milliseconds since the epoch).
     pub slow_since_ms: Mutex<Option<u64>>,
+    /// Held at its step by a monitoring alert with `action: freeze_rollout`.
+    pub frozen: std::sync::atomic::AtomicBool,
 }
 
 /// Where a request goes.

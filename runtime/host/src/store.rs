@@ -633,12 +633,13 @@ mod tests {
         VersionRecord {
             name: name.into(),
             version,
-            digest: VersionRecord::deployment_digest("spec", artifact, None, None),
+            digest: VersionRecord::deployment_digest("spec", artifact, None, None, None),
             spec_yaml: "spec".into(),
             model_id: "m".into(),
             model: artifact.clone(),
             module: None,
             fallback_model: None,
+            monitoring_reference: None,
             created_at: now_unix(),
             deployed_by: "test".into(),
         }

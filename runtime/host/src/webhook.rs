@@ -38,7 +38,13 @@ impl Notifier {
 
     /// Sends `body` in the background; failures are logged, never returned.
     pub fn send(&self, body: serde_json::Value) {
-        let Some(url) = self.url.clone() else { return };
+        if let Some(url) = self.url.clone() {
+            self.send_to(url, body);
+        }
+    }
+
+    /// Sends `body` to `url` (a spec's own webhook) in the background, as [`Notifier::send`].
+    pub fn send_to(&self, url: hyper::Uri, body: serde_json::Value) {
         let client = self.client.clone();
         let payload = Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise"));
         tokio::spawn(async move {

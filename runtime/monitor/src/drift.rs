@@ -150,10 +150,11 @@ impl DriftMonitor {
         &self.settings
     }
 
-    /// Counts one request's values (in the order of the names) at `at`, time since the monitor
-    /// started: a binary search per feature.
-    pub fn record(&mut self, at: Duration, values: &[Value]) {
+    /// Counts one request's values (in the order of the names; `None`: not observed this time)
+    /// at `at`, time since the monitor started: a binary search per feature.
+    pub fn record(&mut self, at: Duration, values: &[Option<Value>]) {
         for (feature, value) in self.features.iter_mut().zip(values) {
+            let Some(value) = value else { continue };
             match &mut feature.frozen {
                 Some(frozen) => {
                     let bin = frozen.binning.bin_of(value);
@@ -216,6 +217,14 @@ impl DriftMonitor {
                 if let Some(t) = feature.alarm.evaluate(figure, 1.0, settings.consecutive) {
                     evaluation.transitions.push((feature.name.clone(), t));
                 }
+            } else if feature.alarm.firing {
+                // Too few samples to say it still drifts (a model output while the fallback
+                // answers, a field callers stopped sending and then traffic stopped): the alert
+                // does not hold on no evidence.
+                feature.alarm = Alarm::default();
+                evaluation
+                    .transitions
+                    .push((feature.name.clone(), Transition::Cleared));
             }
             evaluation.samples = evaluation.samples.min(samples);
             evaluation.drift_score = evaluation.drift_score.max(psi);
@@ -280,7 +289,7 @@ mod tests {
         for _ in 0..60 {
             for _ in 0..100 {
                 let tier = Value::Category("basic".into());
-                monitor.record(t, &[Value::Number(live.next().unwrap()), tier]);
+                monitor.record(t, &[Some(Value::Number(live.next().unwrap())), Some(tier)]);
                 t += Duration::from_millis(10);
             }
             let e = monitor.evaluate(t);
@@ -290,7 +299,10 @@ mod tests {
         for second in 0..30 {
             for _ in 0..100 {
                 let tier = Value::Category("basic".into());
-                monitor.record(t, &[Value::Number(2.0 * live.next().unwrap()), tier]);
+                monitor.record(
+                    t,
+                    &[Some(Value::Number(2.0 * live.next().unwrap())), Some(tier)],
+                );
                 t += Duration::from_millis(10);
             }
             let e = monitor.evaluate(t);
@@ -315,10 +327,10 @@ mod tests {
             Vec::new(),
         );
         for (i, x) in stream(3).take(99).enumerate() {
-            monitor.record(Duration::from_millis(i as u64), &[Value::Number(x)]);
+            monitor.record(Duration::from_millis(i as u64), &[Some(Value::Number(x))]);
         }
         assert!(!monitor.evaluate(Duration::from_secs(1)).features[0].reference_ready);
-        monitor.record(Duration::from_millis(100), &[Value::Number(1.0)]);
+        monitor.record(Duration::from_millis(100), &[Some(Value::Number(1.0))]);
         let e = monitor.evaluate(Duration::from_secs(1));
         assert!(e.features[0].reference_ready);
         assert_eq!(e.features[0].reference_samples, 100);

@@ -121,14 +121,15 @@ pub fn parse_duration(text: &str) -> Result<HumanDuration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
+            "d" => 86_400.0,
             "" => {
                 return Err(format!(
-                    "`{text}` has no unit; add one of ns, us, ms, s, m, h (like `50ms`)"
+                    "`{text}` has no unit; add one of ns, us, ms, s, m, h, d (like `50ms`)"
                 ))
             }
             other => {
                 return Err(format!(
-                    "unknown unit `{other}` in `{text}`; use ns, us, ms, s, m or h"
+                    "unknown unit `{other}` in `{text}`; use ns, us, ms, s, m, h or d"
                 ))
             }
         };

@@ -42,6 +42,106 @@ pub struct FunctionBody {
     pub v2: V2Access,
     /// A request a new version must answer with a 2xx before it is activated.
     pub check: Option<SampleRequest>,
+    /// Whether the model is still right: drift of its inputs and outputs, accuracy from labels
+    /// sent later, and what to do when either goes wrong.
+    pub monitoring: Option<Monitoring>,
+}
+
+/// `spec.monitoring`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Monitoring {
+    /// A JSON Lines file next to the spec, one training-time example per line:
+    /// `{"request": {...the request body...}, "outputs": {"NAME": [..]}}`. Absent: the first
+    /// `baseline` requests of each version are its reference.
+    pub reference: Option<String>,
+    /// Fields of the request body, as dotted paths (`customer.tier`, `items.0`); empty: the
+    /// columns of every model input. Every model output column is monitored as well.
+    pub features: Vec<String>,
+    /// The sliding window compared with the reference.
+    pub window: HumanDuration,
+    /// How often drift is evaluated; absent: a tenth of the window.
+    pub interval: Option<HumanDuration>,
+    /// Bins per numeric feature.
+    pub bins: u32,
+    pub drift: DriftThresholds,
+    /// Evaluations in a row over a threshold before an alert fires (and under it before it clears).
+    pub consecutive: u32,
+    /// Fewest samples in the window for an evaluation to move an alert.
+    pub min_samples: u32,
+    /// Requests taken as the reference when `reference` is absent.
+    pub baseline: u32,
+    pub labels: LabelPolicy,
+    pub alerts: Vec<AlertRule>,
+}
+
+impl Default for Monitoring {
+    fn default() -> Monitoring {
+        Monitoring {
+            reference: None,
+            features: Vec::new(),
+            window: HumanDuration(std::time::Duration::from_secs(600)),
+            interval: None,
+            bins: 10,
+            drift: DriftThresholds { psi: 0.2, kl: 0.15 },
+            consecutive: 3,
+            min_samples: 100,
+            baseline: 1000,
+            labels: LabelPolicy {
+                ttl: HumanDuration(std::time::Duration::from_secs(30 * 86_400)),
+                max_predictions: 100_000,
+            },
+            alerts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DriftThresholds {
+    pub psi: f64,
+    pub kl: f64,
+}
+
+/// `spec.monitoring.labels`: how long answers wait for their ground truth, and how many.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelPolicy {
+    pub ttl: HumanDuration,
+    pub max_predictions: u32,
+}
+
+/// `spec.monitoring.alerts[]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertRule {
+    pub on: AlertOn,
+    pub action: AlertAction,
+    /// `accuracy`: the lowest acceptable accuracy; `errors`: the highest error rate (0 to 1);
+    /// `latency`: the highest p95 in seconds. Unused for `drift` (its thresholds are `drift`).
+    pub threshold: Option<f64>,
+    /// Where `action: webhook` posts (http://…); absent: the host's webhook.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertOn {
+    Drift,
+    Accuracy,
+    Latency,
+    Errors,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertAction {
+    /// Record and notify only.
+    Alert,
+    /// Route the traffic to `spec.fallback` while the alert holds.
+    Fallback,
+    /// Post the alert, with a sample of recent inputs, to the rule's `url` (a retraining job).
+    Webhook,
+    /// Hold a rollout in progress at its current step.
+    FreezeRollout,
+    /// Roll a rollout in progress back to the stable version.
+    Rollback,
 }
 
 /// `spec.check`: a sample request sent to a new version before it takes any traffic.

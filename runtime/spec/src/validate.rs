@@ -318,6 +318,7 @@ impl Checker {
                 "rollout",
                 "v2",
                 "check",
+                "monitoring",
             ],
         )?;
         let model = self
@@ -348,6 +349,21 @@ impl Checker {
         let rollout = self.optional(&f, "rollout", |c, n, p| c.rollout(n, p));
         let v2 = self.optional(&f, "v2", |c, n, p| c.v2_access(n, p));
         let check = self.optional(&f, "check", |c, n, p| c.sample_request(n, p));
+        let monitoring = self.optional(&f, "monitoring", |c, n, p| c.monitoring(n, p));
+        if let (Some(Some(monitoring)), Some(None)) = (&monitoring, &fallback) {
+            if monitoring
+                .alerts
+                .iter()
+                .any(|a| a.action == AlertAction::Fallback)
+            {
+                let at = f.get("monitoring").map_or(f.pos, |n| n.pos);
+                self.error(
+                    "spec.monitoring.alerts",
+                    at,
+                    "`action: fallback` needs a `spec.fallback` model to send the traffic to",
+                );
+            }
+        }
         if let (Some(Some(check)), Some(endpoints)) = (&check, &endpoints) {
             if let Some(route) = &check.route {
                 if !endpoints.iter().any(|e| &e.route == route) {
@@ -370,7 +386,243 @@ impl Checker {
             rollout: rollout?,
             v2: v2?.unwrap_or_default(),
             check: check?,
+            monitoring: monitoring?,
         })
+    }
+
+    fn monitoring(&mut self, node: &Node, path: &str) -> Option<Monitoring> {
+        // `monitoring: {}` and a bare `monitoring:` both mean every default.
+        if matches!(&node.kind, NodeKind::Scalar { text, quoted: false } if matches!(text.as_str(), "" | "~" | "null"))
+        {
+            return Some(Monitoring::default());
+        }
+        let f = self.fields(
+            node,
+            path,
+            &[
+                "reference",
+                "features",
+                "window",
+                "interval",
+                "bins",
+                "drift",
+                "consecutive",
+                "min_samples",
+                "baseline",
+                "labels",
+                "alerts",
+            ],
+        )?;
+        let defaults = Monitoring::default();
+        let reference = self.optional(&f, "reference", |c, n, p| c.non_empty(n, p));
+        let features = self.optional(&f, "features", |c, n, p| {
+            let NodeKind::Seq(items) = &n.kind else {
+                c.error(
+                    p,
+                    n.pos,
+                    format!("expected a list of request fields, found {}", n.describe()),
+                );
+                return None;
+            };
+            let mut features = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let item_path = format!("{p}[{i}]");
+                let name = c.non_empty(item, &item_path)?;
+                if features.contains(&name) {
+                    c.error(&item_path, item.pos, format!("`{name}` is listed twice"));
+                    return None;
+                }
+                features.push(name);
+            }
+            Some(features)
+        });
+        let duration = |c: &mut Self, name: &str, min_ms: u64, max_secs: u64| {
+            c.optional(&f, name, |c, n, p| {
+                let d = c.parsed(n, p, "a duration like `10m`", parse_duration)?;
+                if d.0 < std::time::Duration::from_millis(min_ms)
+                    || d.0 > std::time::Duration::from_secs(max_secs)
+                {
+                    c.error(
+                        p,
+                        n.pos,
+                        format!("must be between {min_ms}ms and {max_secs}s"),
+                    );
+                    return None;
+                }
+                Some(d)
+            })
+        };
+        let window = duration(self, "window", 1000, 7 * 86_400);
+        let interval = duration(self, "interval", 100, 86_400);
+        let count = |c: &mut Self, name: &str, min: u32, max: u32| {
+            c.optional(&f, name, |c, n, p| {
+                let value = c.uint(n, p, max)?;
+                if value < min {
+                    c.error(p, n.pos, format!("must be at least {min}"));
+                    return None;
+                }
+                Some(value)
+            })
+        };
+        let bins = count(self, "bins", 2, 100);
+        let consecutive = count(self, "consecutive", 1, 1000);
+        let min_samples = count(self, "min_samples", 1, 10_000_000);
+        let baseline = count(self, "baseline", 10, 1_000_000);
+        let drift = self.optional(&f, "drift", |c, n, p| {
+            let d = c.fields(n, p, &["psi", "kl"])?;
+            let threshold = |c: &mut Self, name: &str, default: f64| {
+                c.optional(&d, name, |c, n, p| c.fraction(n, p, 10.0))
+                    .map(|v| v.unwrap_or(default))
+            };
+            let psi = threshold(c, "psi", defaults.drift.psi);
+            let kl = threshold(c, "kl", defaults.drift.kl);
+            Some(DriftThresholds { psi: psi?, kl: kl? })
+        });
+        let labels = self.optional(&f, "labels", |c, n, p| {
+            let l = c.fields(n, p, &["ttl", "max_predictions"])?;
+            let ttl = c.optional(&l, "ttl", |c, n, p| {
+                let d = c.parsed(n, p, "a duration like `30d`", parse_duration)?;
+                if d.0 > std::time::Duration::from_secs(365 * 86_400) {
+                    c.error(p, n.pos, "must be at most 365d");
+                    return None;
+                }
+                Some(d)
+            });
+            let max = c.optional(&l, "max_predictions", |c, n, p| c.uint(n, p, 10_000_000));
+            Some(LabelPolicy {
+                ttl: ttl?.unwrap_or(defaults.labels.ttl),
+                max_predictions: max?.unwrap_or(defaults.labels.max_predictions),
+            })
+        });
+        let alerts = self.optional(&f, "alerts", |c, n, p| {
+            let NodeKind::Seq(items) = &n.kind else {
+                c.error(
+                    p,
+                    n.pos,
+                    format!("expected a list of alerts, found {}", n.describe()),
+                );
+                return None;
+            };
+            let rules: Vec<Option<AlertRule>> = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| c.alert_rule(item, &format!("{p}[{i}]")))
+                .collect();
+            rules.into_iter().collect()
+        });
+        Some(Monitoring {
+            reference: reference?,
+            features: features?.unwrap_or_default(),
+            window: window?.unwrap_or(defaults.window),
+            interval: interval?,
+            bins: bins?.unwrap_or(defaults.bins),
+            drift: drift?.unwrap_or(defaults.drift),
+            consecutive: consecutive?.unwrap_or(defaults.consecutive),
+            min_samples: min_samples?.unwrap_or(defaults.min_samples),
+            baseline: baseline?.unwrap_or(defaults.baseline),
+            labels: labels?.unwrap_or(defaults.labels),
+            alerts: alerts?.unwrap_or(defaults.alerts),
+        })
+    }
+
+    fn alert_rule(&mut self, node: &Node, path: &str) -> Option<AlertRule> {
+        let f = self.fields(node, path, &["on", "action", "threshold", "url"])?;
+        let on = self.required(&f, "on").and_then(|n| {
+            let p = f.child("on");
+            let text = self.string(n, &p)?;
+            let on = match text.as_str() {
+                "drift" => AlertOn::Drift,
+                "accuracy" => AlertOn::Accuracy,
+                "latency" => AlertOn::Latency,
+                "errors" => AlertOn::Errors,
+                other => {
+                    self.error(
+                        &p,
+                        n.pos,
+                        format!(
+                            "unknown alert `{other}`; expected one of: drift, accuracy, latency, errors"
+                        ),
+                    );
+                    return None;
+                }
+            };
+            Some(on)
+        });
+        let action = self.optional(&f, "action", |c, n, p| {
+            let text = c.string(n, p)?;
+            let action = match text.as_str() {
+                "alert" => AlertAction::Alert,
+                "fallback" => AlertAction::Fallback,
+                "webhook" => AlertAction::Webhook,
+                "freeze_rollout" => AlertAction::FreezeRollout,
+                "rollback" => AlertAction::Rollback,
+                other => {
+                    c.error(
+                        p,
+                        n.pos,
+                        format!(
+                            "unknown action `{other}`; expected one of: alert, fallback, webhook, freeze_rollout, rollback"
+                        ),
+                    );
+                    return None;
+                }
+            };
+            Some(action)
+        });
+        let threshold = self.optional(&f, "threshold", |c, n, p| match on {
+            Some(AlertOn::Latency) => c
+                .parsed(n, p, "a duration like `100ms`", parse_duration)
+                .map(|d| d.0.as_secs_f64()),
+            _ => c.fraction(n, p, 1.0),
+        });
+        let url = self.optional(&f, "url", |c, n, p| {
+            let text = c.non_empty(n, p)?;
+            if !text.starts_with("http://") {
+                c.error(p, n.pos, format!("`{text}` must be an http:// URL"));
+                return None;
+            }
+            Some(text)
+        });
+        let (on, action, threshold, url) =
+            (on?, action?.unwrap_or(AlertAction::Alert), threshold?, url?);
+        if threshold.is_none() && matches!(on, AlertOn::Accuracy | AlertOn::Errors) {
+            self.error(
+                path,
+                node.pos,
+                "needs a `threshold`: the lowest accuracy, or the highest error rate, from 0 to 1",
+            );
+            return None;
+        }
+        if threshold.is_some() && on == AlertOn::Drift {
+            self.error(
+                &f.child("threshold"),
+                f.get("threshold").map_or(node.pos, |n| n.pos),
+                "a drift alert uses `spec.monitoring.drift`'s thresholds",
+            );
+            return None;
+        }
+        Some(AlertRule {
+            on,
+            action,
+            threshold,
+            url,
+        })
+    }
+
+    /// A number above 0 and at most `max`.
+    fn fraction(&mut self, node: &Node, path: &str, max: f64) -> Option<f64> {
+        let text = self.scalar_text(node, path, "a number")?;
+        match text.parse::<f64>() {
+            Ok(v) if v > 0.0 && v <= max => Some(v),
+            _ => {
+                self.error(
+                    path,
+                    node.pos,
+                    format!("`{text}` must be a number above 0 and at most {max}"),
+                );
+                None
+            }
+        }
     }
 
     fn sample_request(&mut self, node: &Node, path: &str) -> Option<SampleRequest> {

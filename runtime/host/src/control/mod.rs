@@ -6,6 +6,7 @@
 //! lands in one step ([`ControlPlane::apply`]): the database transaction (what serves, with the
 //! audit event that says why) and the registry's next snapshot together, or neither.
 
+pub mod monitoring;
 pub mod prune;
 pub mod rollouts;
 pub mod views;
@@ -170,6 +171,7 @@ impl ControlPlane {
             &artifacts.model,
             artifacts.module.as_ref(),
             artifacts.fallback.as_ref(),
+            artifacts.reference.as_ref(),
         );
         if let Some(current) = &current {
             if current.stable.record.digest == digest {
@@ -185,6 +187,7 @@ impl ControlPlane {
             model: artifacts.model,
             module: artifacts.module,
             fallback_model: artifacts.fallback,
+            monitoring_reference: artifacts.reference,
             created_at: now_unix(),
             deployed_by: actor.0.clone(),
         };
@@ -298,10 +301,30 @@ impl ControlPlane {
                 })
             })
             .collect();
+        let wants_reference = spec
+            .spec
+            .monitoring
+            .as_ref()
+            .and_then(|m| m.reference.as_ref());
+        let reference = match (wants_reference, &request.monitoring_reference) {
+            (Some(_), Some(digest)) => Some(self.uploaded(digest)?),
+            (Some(path), None) => {
+                return Err(DeployError::Module(format!(
+                    "spec.monitoring.reference is `{path}` but no reference was uploaded with the deploy"
+                )))
+            }
+            (None, Some(_)) => {
+                return Err(DeployError::Module(
+                    "a monitoring reference was uploaded but the spec names none".into(),
+                ))
+            }
+            (None, None) => None,
+        };
         Ok(DeployArtifacts {
             model,
             module,
             fallback: fallback.map(|(_, (artifact, _))| artifact),
+            reference,
             register,
         })
     }
@@ -565,6 +588,7 @@ struct DeployArtifacts {
     model: Artifact,
     module: Option<Artifact>,
     fallback: Option<Artifact>,
+    reference: Option<Artifact>,
     /// Uploaded models to register under their ids.
     register: Vec<ModelEntry>,
 }

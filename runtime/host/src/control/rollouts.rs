@@ -135,6 +135,13 @@ impl ControlPlane {
         else {
             return Ok(());
         };
+        if live
+            .progress
+            .frozen
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(()); // held by a monitoring alert until it clears
+        }
         let record = &live.record;
         let now = now_ms();
         let window = judged_window(&live.plan, &record.phase, now);

@@ -126,6 +126,10 @@ pub(super) async fn handle(
             .history(name)?
             .map(|history| ok(&history))
             .ok_or_else(|| no_function(name)),
+        (&Method::GET, Route::Monitor(name)) => control
+            .monitor_report(name)
+            .map(|report| ok(&report))
+            .ok_or_else(|| no_function(name)),
         (&Method::GET, Route::Versions(name)) => control
             .versions(name)?
             .map(|versions| ok(&versions))

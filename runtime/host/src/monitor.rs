@@ -1,0 +1,566 @@
+//! Monitoring of one function version, as its `spec.monitoring` asks: what each request carried
+//! and what the model answered, compared with a reference on a thread of its own.
+//!
+//! The request path only hands a sample over: the body (a reference-counted buffer, not a copy)
+//! and the few numbers read from the model's tensors, into a bounded queue it never waits on. A
+//! full queue drops the sample and counts it. The monitor thread parses the body, bins every
+//! feature (a binary search each), keeps the sliding window, and evaluates drift every
+//! `interval`. Alerts that fire or clear wait in `pending` for the control plane, which records
+//! them and acts ([`crate::control`]).
+
+use aifn_model::Signature;
+use aifn_monitor::alarm::Transition;
+use aifn_monitor::drift::{DriftMonitor, Evaluation, Settings};
+use aifn_monitor::Value;
+use aifn_spec::Monitoring;
+use aifn_tensor::{Tensor, TensorData};
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Samples waiting for the monitor thread at most; past this they are dropped and counted.
+const QUEUE: usize = 8192;
+/// Columns of one tensor monitored at most (an embedding's 384 would cost more than they tell).
+const MAX_COLUMNS: usize = 32;
+/// Recent inputs kept for a retraining webhook.
+const RECENT_INPUTS: usize = 20;
+/// Alerts kept per version for its report.
+const ALERTS_KEPT: usize = 100;
+
+/// Where a monitored feature's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    /// A field of the JSON request body, by its dotted path.
+    Body(Vec<String>),
+    /// Column `column` of a model input's first row.
+    Input { tensor: String, column: usize },
+    /// Column `column` of a model output's first row.
+    Output { tensor: String, column: usize },
+}
+
+/// The features of a version, in a fixed order: the spec's body fields (or every model input
+/// column), then every model output column.
+#[derive(Debug, Clone)]
+pub struct Features {
+    names: Vec<String>,
+    sources: Vec<Source>,
+}
+
+impl Features {
+    pub fn new(spec: &Monitoring, signature: &Signature) -> Features {
+        let mut features = Features {
+            names: Vec::new(),
+            sources: Vec::new(),
+        };
+        if spec.features.is_empty() {
+            for port in &signature.inputs {
+                features.columns("input", port, |tensor, column| Source::Input {
+                    tensor,
+                    column,
+                });
+            }
+        } else {
+            for path in &spec.features {
+                features.names.push(path.clone());
+                features
+                    .sources
+                    .push(Source::Body(path.split('.').map(str::to_string).collect()));
+            }
+        }
+        for port in &signature.outputs {
+            features.columns("output", port, |tensor, column| Source::Output {
+                tensor,
+                column,
+            });
+        }
+        features
+    }
+
+    /// `KIND:NAME` for a tensor of one value per row, `KIND:NAME[i]` per column otherwise. A
+    /// tensor whose last dimension varies (token ids) has no fixed columns and is not monitored.
+    fn columns(
+        &mut self,
+        kind: &str,
+        port: &aifn_model::Port,
+        source: impl Fn(String, usize) -> Source,
+    ) {
+        if port.dtype == aifn_tensor::DType::String {
+            return;
+        }
+        let columns = match port.shape.as_slice() {
+            [] | [_] => 1,
+            [_, rest @ ..] if rest.iter().all(|&d| d > 0) => {
+                rest.iter().product::<i64>().min(MAX_COLUMNS as i64) as usize
+            }
+            _ => return,
+        };
+        for column in 0..columns {
+            self.names.push(if port.shape.len() <= 1 {
+                format!("{kind}:{}", port.name)
+            } else {
+                format!("{kind}:{}[{column}]", port.name)
+            });
+            self.sources.push(source(port.name.clone(), column));
+        }
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn reads_inputs(&self) -> bool {
+        self.sources
+            .iter()
+            .any(|s| matches!(s, Source::Input { .. }))
+    }
+
+    fn reads_body(&self) -> bool {
+        self.sources.iter().any(|s| matches!(s, Source::Body(_)))
+    }
+
+    /// The values of one reference example: `{"request": {...}, "inputs": {...}, "outputs": {...}}`,
+    /// tensors as a row (`[0.8, 0.2]`) or rows (`[[0.8, 0.2]]`, the first is taken).
+    fn values_of_example(&self, example: &serde_json::Value) -> Vec<Value> {
+        self.sources
+            .iter()
+            .map(|source| match source {
+                Source::Body(path) => body_value(example.get("request"), path),
+                Source::Input { tensor, column } => {
+                    example_column(example.get("inputs"), tensor, *column)
+                }
+                Source::Output { tensor, column } => {
+                    example_column(example.get("outputs"), tensor, *column)
+                }
+            })
+            .collect()
+    }
+}
+
+fn body_value(body: Option<&serde_json::Value>, path: &[String]) -> Value {
+    let mut value = body;
+    for key in path {
+        value = match value {
+            Some(serde_json::Value::Object(map)) => map.get(key),
+            Some(serde_json::Value::Array(items)) => {
+                key.parse::<usize>().ok().and_then(|i| items.get(i))
+            }
+            _ => None,
+        };
+    }
+    Value::from_json(value)
+}
+
+fn example_column(tensors: Option<&serde_json::Value>, name: &str, column: usize) -> Value {
+    let Some(value) = tensors.and_then(|t| t.get(name)) else {
+        return Value::Missing;
+    };
+    let row = match value {
+        serde_json::Value::Array(items) if items.first().is_some_and(|f| f.is_array()) => &items[0],
+        other => other,
+    };
+    match row {
+        serde_json::Value::Array(items) => Value::from_json(items.get(column)),
+        scalar if column == 0 => Value::from_json(Some(scalar)),
+        _ => Value::Missing,
+    }
+}
+
+/// Column `column` of a tensor's first row, as a number.
+fn tensor_column(tensor: &Tensor, column: usize) -> Value {
+    let x = match &tensor.data {
+        TensorData::F32(v) => v.get(column).map(|&x| f64::from(x)),
+        TensorData::F64(v) => v.get(column).copied(),
+        TensorData::I32(v) => v.get(column).map(|&x| f64::from(x)),
+        TensorData::I64(v) => v.get(column).map(|&x| x as f64),
+        TensorData::U8(v) => v.get(column).map(|&x| f64::from(x)),
+        TensorData::Bool(v) => v.get(column).map(|&x| if x { 1.0 } else { 0.0 }),
+        TensorData::String(v) => {
+            return v
+                .get(column)
+                .map_or(Value::Missing, |s| Value::Category(s.clone()))
+        }
+    };
+    x.map_or(Value::Missing, Value::Number)
+}
+
+/// One request, handed to the monitor thread.
+struct Sample {
+    at: Instant,
+    body: Option<Bytes>,
+    /// Values of the tensor features, in feature order (`None`: not observed in this sample; body
+    /// features are filled in by the monitor thread).
+    tensors: Vec<Option<Value>>,
+}
+
+/// How an instance pool feeds a version's monitor.
+#[derive(Clone)]
+pub struct Tap {
+    pub monitor: Arc<VersionMonitor>,
+    /// `false` for the fallback's pool: its model's outputs are not the monitored model's.
+    pub records_outputs: bool,
+}
+
+/// What the request path keeps of a request's inputs until its outputs are known.
+pub struct Pending {
+    body: Option<Bytes>,
+    inputs: Vec<Option<Value>>,
+}
+
+/// An alert that fired or cleared, with the figures that moved it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertEvent {
+    /// `concept_drift`, `accuracy`, `latency` or `errors`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub state: Transition,
+    pub severity: &'static str,
+    pub timestamp: String,
+    pub at_ms: u64,
+    /// The features that drifted (for drift alerts).
+    pub features: Vec<String>,
+    pub figures: serde_json::Value,
+}
+
+/// What the report shows and the control plane reads.
+#[derive(Default)]
+struct Shared {
+    latest: Option<Evaluation>,
+    evaluations: u64,
+    alerts: VecDeque<AlertEvent>,
+    /// Alerts not yet handed to the control plane.
+    pending: Vec<AlertEvent>,
+    recent_inputs: VecDeque<serde_json::Value>,
+}
+
+pub struct VersionMonitor {
+    pub spec: Monitoring,
+    features: Arc<Features>,
+    queue: Sender<Sample>,
+    shared: Arc<Mutex<Shared>>,
+    pub recorded: AtomicU64,
+    pub dropped: AtomicU64,
+    /// Whether a drift alert with `action: fallback` holds traffic on the fallback now.
+    pub drift_fallback: AtomicBool,
+}
+
+/// A reference that cannot be read: the deploy fails with this.
+#[derive(Debug, thiserror::Error)]
+#[error("spec.monitoring.reference line {line}: {message}")]
+pub struct ReferenceError {
+    line: usize,
+    message: String,
+}
+
+impl VersionMonitor {
+    /// Starts monitoring a version: `reference` is the JSON Lines reference sample, if any.
+    pub fn start(
+        spec: Monitoring,
+        signature: &Signature,
+        reference: Option<&[u8]>,
+        label: String,
+    ) -> Result<Arc<VersionMonitor>, ReferenceError> {
+        let features = Arc::new(Features::new(&spec, signature));
+        let mut columns: Vec<Vec<Value>> = vec![Vec::new(); features.names.len()];
+        if let Some(reference) = reference {
+            let text = std::str::from_utf8(reference).map_err(|e| ReferenceError {
+                line: 0,
+                message: format!("not UTF-8: {e}"),
+            })?;
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let example: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| ReferenceError {
+                        line: i + 1,
+                        message: format!("not JSON: {e}"),
+                    })?;
+                for (column, value) in columns.iter_mut().zip(features.values_of_example(&example)) {
+                    column.push(value);
+                }
+            }
+        }
+        let settings = Settings {
+            window: spec.window.0,
+            bins: spec.bins as usize,
+            psi: spec.drift.psi,
+            kl: spec.drift.kl,
+            consecutive: spec.consecutive,
+            min_samples: u64::from(spec.min_samples),
+            baseline: spec.baseline as usize,
+        };
+        // A feature the reference never gives a value for takes the first requests instead.
+        for column in &mut columns {
+            if column.iter().all(|v| *v == Value::Missing) {
+                column.clear();
+            }
+        }
+        let drift = DriftMonitor::new(settings, features.names.clone(), columns);
+        let (queue, samples) = crossbeam_channel::bounded(QUEUE);
+        let monitor = Arc::new(VersionMonitor {
+            spec,
+            features: features.clone(),
+            queue,
+            shared: Default::default(),
+            recorded: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            drift_fallback: AtomicBool::new(false),
+        });
+        let interval = monitor
+            .spec
+            .interval
+            .map_or(monitor.spec.window.0 / 10, |i| i.0)
+            .max(Duration::from_millis(100));
+        let worker = Worker {
+            drift,
+            features,
+            samples,
+            shared: monitor.shared.clone(),
+            interval,
+            alerting: false,
+        };
+        std::thread::Builder::new()
+            .name(format!("monitor-{label}"))
+            .spawn(move || worker.run())
+            .expect("spawning a monitor thread");
+        Ok(monitor)
+    }
+
+    pub fn feature_names(&self) -> &[String] {
+        &self.features.names
+    }
+
+    /// What to keep of a request before the model runs: its body (shared, not copied) when
+    /// body fields are monitored, and its input columns when those are.
+    pub fn before(&self, body: Option<&Bytes>, inputs: &[Tensor]) -> Pending {
+        let features = &self.features;
+        let inputs = if features.reads_inputs() {
+            features
+                .sources
+                .iter()
+                .map(|source| match source {
+                    Source::Input { tensor, column } => Some(
+                        inputs
+                            .iter()
+                            .find(|t| &t.name == tensor)
+                            .map_or(Value::Missing, |t| tensor_column(t, *column)),
+                    ),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Pending {
+            body: body.filter(|_| features.reads_body()).cloned(),
+            inputs,
+        }
+    }
+
+    /// Hands a request's sample to the monitor thread, or drops it if the queue is full.
+    /// `outputs` are the model's, or `None` when another model answered (the fallback): its
+    /// outputs say nothing of this model's, but the inputs still count.
+    pub fn record(&self, pending: Pending, outputs: Option<&[Tensor]>) {
+        let Pending { body, mut inputs } = pending;
+        let features = &self.features;
+        if inputs.is_empty() {
+            inputs = vec![None; features.sources.len()];
+        }
+        if let Some(outputs) = outputs {
+            for (value, source) in inputs.iter_mut().zip(&features.sources) {
+                if let Source::Output { tensor, column } = source {
+                    *value = Some(
+                        outputs
+                            .iter()
+                            .find(|t| &t.name == tensor)
+                            .map_or(Value::Missing, |t| tensor_column(t, *column)),
+                    );
+                }
+            }
+        }
+        let sample = Sample {
+            at: Instant::now(),
+            body,
+            tensors: inputs,
+        };
+        match self.queue.try_send(sample) {
+            Ok(()) => {
+                self.recorded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The latest drift score and how many features drift.
+    pub fn drift_summary(&self) -> (f64, usize) {
+        let shared = self.shared.lock().expect("monitor lock");
+        shared
+            .latest
+            .as_ref()
+            .map_or((0.0, 0), |e| (e.drift_score, e.drifting().count()))
+    }
+
+    /// Alerts that fired or cleared since the last call.
+    pub fn take_pending(&self) -> Vec<AlertEvent> {
+        std::mem::take(&mut self.shared.lock().expect("monitor lock").pending)
+    }
+
+    /// Up to the last few request bodies (for a retraining webhook).
+    pub fn recent_inputs(&self) -> Vec<serde_json::Value> {
+        let shared = self.shared.lock().expect("monitor lock");
+        shared.recent_inputs.iter().cloned().collect()
+    }
+
+    /// The latest evaluation, the alerts and the counters, as the report shows them.
+    pub fn report(&self) -> serde_json::Value {
+        let shared = self.shared.lock().expect("monitor lock");
+        let evaluation = shared.latest.as_ref();
+        serde_json::json!({
+            "features": self.features.names,
+            "evaluations": shared.evaluations,
+            "drift_score": evaluation.map(|e| e.drift_score),
+            "samples_in_window": evaluation.map(|e| e.samples),
+            "enough_samples": evaluation.map(|e| e.enough_samples),
+            "min_samples": self.spec.min_samples,
+            "window": self.spec.window.to_string(),
+            "thresholds": { "psi": self.spec.drift.psi, "kl": self.spec.drift.kl },
+            "drifting": evaluation
+                .map(|e| e.drifting().map(|f| f.name.clone()).collect::<Vec<_>>())
+                .unwrap_or_default(),
+            "recorded": self.recorded.load(Ordering::Relaxed),
+            "dropped": self.dropped.load(Ordering::Relaxed),
+            "on_fallback_for_drift": self.drift_fallback.load(Ordering::Relaxed),
+            "per_feature": evaluation.map(|e| &e.features),
+            "alerts": shared.alerts.iter().collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The monitor thread's state.
+struct Worker {
+    drift: DriftMonitor,
+    features: Arc<Features>,
+    samples: Receiver<Sample>,
+    shared: Arc<Mutex<Shared>>,
+    interval: Duration,
+    /// Whether the version's drift alert holds.
+    alerting: bool,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let started = Instant::now();
+        let mut next = started + self.interval;
+        loop {
+            match self.samples.recv_deadline(next) {
+                Ok(sample) => self.record(started, sample),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.evaluate(started);
+                    next += self.interval;
+                    // After a long stall, evaluate once rather than once per missed interval.
+                    if next < Instant::now() {
+                        next = Instant::now() + self.interval;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return, // the version was unloaded
+            }
+        }
+    }
+
+    fn record(&mut self, started: Instant, sample: Sample) {
+        let body: Option<serde_json::Value> = sample
+            .body
+            .as_ref()
+            .and_then(|b| serde_json::from_slice(b).ok());
+        let mut values = sample.tensors;
+        for (value, source) in values.iter_mut().zip(&self.features.sources) {
+            if let Source::Body(path) = source {
+                *value = Some(body_value(body.as_ref(), path));
+            }
+        }
+        if let Some(body) = body {
+            let mut shared = self.shared.lock().expect("monitor lock");
+            if shared.recent_inputs.len() >= RECENT_INPUTS {
+                shared.recent_inputs.pop_front();
+            }
+            shared.recent_inputs.push_back(body);
+        }
+        self.drift
+            .record(sample.at.saturating_duration_since(started), &values);
+    }
+
+    fn evaluate(&mut self, started: Instant) {
+        let evaluation = self.drift.evaluate(started.elapsed());
+        let events = self.drift_events(&evaluation);
+        let mut shared = self.shared.lock().expect("monitor lock");
+        shared.evaluations += 1;
+        for event in events {
+            if shared.alerts.len() >= ALERTS_KEPT {
+                shared.alerts.pop_front();
+            }
+            shared.alerts.push_back(event.clone());
+            shared.pending.push(event);
+        }
+        shared.latest = Some(evaluation);
+    }
+
+    /// An event when the version's drift alert fires (its first feature starts drifting) or
+    /// clears (its last one stops); features joining or leaving an alert that holds are in the
+    /// report, not new events.
+    fn drift_events(&mut self, evaluation: &Evaluation) -> Vec<AlertEvent> {
+        let drifting: Vec<String> = evaluation.drifting().map(|f| f.name.clone()).collect();
+        let state = match (self.alerting, drifting.is_empty()) {
+            (false, false) => Transition::Fired,
+            (true, true) => Transition::Cleared,
+            _ => return Vec::new(),
+        };
+        self.alerting = state == Transition::Fired;
+        let now = SystemTime::now();
+        let figures: serde_json::Value = evaluation
+            .features
+            .iter()
+            .filter(|f| f.reference_ready)
+            .map(|f| {
+                (
+                    f.name.clone(),
+                    serde_json::json!({ "psi": f.psi, "kl": f.kl, "js": f.js }),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        vec![AlertEvent {
+            kind: "concept_drift",
+            state,
+            severity: if evaluation.drift_score > 2.0 * self.drift.settings().psi {
+                "high"
+            } else {
+                "medium"
+            },
+            timestamp: humantime::format_rfc3339_seconds(now).to_string(),
+            at_ms: now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            features: if state == Transition::Fired {
+                drifting
+            } else {
+                evaluation
+                    .transitions
+                    .iter()
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            },
+            figures: serde_json::json!({
+                "drift_score": evaluation.drift_score,
+                "samples": evaluation.samples,
+                "features": figures,
+            }),
+        }]
+    }
+}

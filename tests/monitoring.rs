@@ -1,0 +1,218 @@
+//! `spec.monitoring` on a real host with the bundled churn predictor and its reference sample:
+//! traffic like the training data raises nothing; traffic with one field shifted raises a drift
+//! alert naming it, calls the webhooks, and moves the traffic to the fallback model until the
+//! traffic is normal again.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Customers drawn as `functions/churn-predictor/model/train.py` draws its training data (a
+/// small deterministic generator, so the test needs no crate): lognormal spend, exponential days,
+/// Poisson tickets, tiers 50/30/20.
+struct Customers {
+    state: u64,
+}
+
+impl Customers {
+    fn uniform(&mut self) -> f64 {
+        self.state = self
+            .state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn next(&mut self, spend_factor: f64) -> Value {
+        let normal = (-2.0 * self.uniform().ln()).sqrt()
+            * (2.0 * std::f64::consts::PI * self.uniform()).cos();
+        let spend = (60f64.ln() + 0.6 * normal).exp() * spend_factor;
+        let days = (-self.uniform().ln() * 30.0).min(365.0);
+        // Poisson(0.8) by Knuth's method.
+        let (limit, mut product, mut tickets) = ((-0.8f64).exp(), 1.0, -1);
+        while product > limit {
+            product *= self.uniform();
+            tickets += 1;
+        }
+        let u = self.uniform();
+        let tier = if u < 0.5 {
+            "basic"
+        } else if u < 0.8 {
+            "standard"
+        } else {
+            "premium"
+        };
+        json!({
+            "avg_monthly_spend": (spend * 100.0).round() / 100.0,
+            "days_since_last_purchase": (days * 10.0).round() / 10.0,
+            "support_tickets_last_30d": tickets,
+            "subscription_tier": tier,
+        })
+    }
+}
+
+/// Sends customers (spend multiplied by `spend_factor`) from 2 clients until `stop`; counts the
+/// answers of each variant.
+fn traffic(
+    host: &TestHost,
+    seed: u64,
+    spend_factor: &std::sync::atomic::AtomicU64,
+    stop: &AtomicBool,
+    fallback_answers: &AtomicUsize,
+    primary_answers: &AtomicUsize,
+) {
+    let mut customers = Customers { state: seed };
+    let started = Instant::now();
+    // Bounded: the test stops it, and it stops itself after 2 minutes in any case.
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
+        let factor = f64::from_bits(spend_factor.load(Ordering::Relaxed));
+        let reply = host.post("/v1/churn", &customers.next(factor).to_string());
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        match reply.header("x-aifn-variant") {
+            Some("fallback") => fallback_answers.fetch_add(1, Ordering::Relaxed),
+            _ => primary_answers.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// Waits for a webhook notice whose `event` is `event`, returning it.
+fn notice(received: &mpsc::Receiver<(Instant, Value)>, event: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match received.recv_timeout(left) {
+            Ok((_, body)) if body["event"] == event => return body,
+            Ok(_) => continue,
+            Err(_) => panic!("no `{event}` webhook notice within {limit:?}"),
+        }
+    }
+}
+
+#[test]
+fn shifted_spend_raises_a_drift_alert_moves_traffic_to_the_fallback_and_back() {
+    let state = temp_dir("monitoring");
+    let (hook, received) = webhook_receiver();
+    let (retrain_hook, retrain) = webhook_receiver();
+    let host = TestHost::start_with(
+        &state,
+        &["--rollout-tick-ms", "100", "--webhook-url", &hook],
+    );
+    // A short window evaluated often, so the test takes seconds; the rules are the bundled ones
+    // plus a retraining webhook.
+    let spec = churn_spec(
+        &state,
+        "monitored.yaml",
+        &[
+            (
+                "window: 10m",
+                "window: 3s\n    interval: 250ms\n    min_samples: 200\n    consecutive: 3",
+            ),
+            (
+                "        action: fallback",
+                &format!("        action: fallback\n      - on: drift\n        action: webhook\n        url: {retrain_hook}"),
+            ),
+        ],
+    );
+    host.deploy(&spec);
+
+    let spend = std::sync::atomic::AtomicU64::new(1f64.to_bits());
+    let stop = AtomicBool::new(false);
+    let (fallback_answers, primary_answers) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let report = || -> Value { host.cli_json(&["monitor", "churn-predictor", "--json"]) };
+    let drift = |r: &Value| r["versions"][0]["drift"].clone();
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
+        for seed in [1, 2] {
+            let (spend, stop) = (&spend, &stop);
+            let (fallback_answers, primary_answers) = (&fallback_answers, &primary_answers);
+            let host = &host;
+            scope
+                .spawn(move || traffic(host, seed, spend, stop, fallback_answers, primary_answers));
+        }
+
+        // 1. Traffic like the training data, over two windows: evaluations with enough samples,
+        // and no alert.
+        let evaluations_with_samples = wait_until(
+            "two windows of normal traffic evaluated",
+            Duration::from_secs(30),
+            || {
+                let d = drift(&report());
+                (d["enough_samples"] == true && d["evaluations"].as_u64()? >= 24).then_some(d)
+            },
+        );
+        assert_eq!(
+            evaluations_with_samples["alerts"],
+            json!([]),
+            "a false alarm on normal traffic: {}",
+            pretty(&evaluations_with_samples)
+        );
+        assert_eq!(fallback_answers.load(Ordering::Relaxed), 0);
+        let score = evaluations_with_samples["drift_score"].as_f64().unwrap();
+        assert!(score < 0.1, "drift score {score} on normal traffic");
+
+        // 2. The spend doubles: the alert fires, naming it, within the window plus three
+        // evaluations; both webhooks hear of it, and the fallback answers.
+        spend.store(2f64.to_bits(), Ordering::Relaxed);
+        let shifted = Instant::now();
+        let alert = notice(&received, "alert", Duration::from_secs(20));
+        let took = shifted.elapsed();
+        let features: Vec<&str> = alert["alert"]["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            features.contains(&"avg_monthly_spend"),
+            "the alert names {features:?}"
+        );
+        assert!(
+            !features.contains(&"subscription_tier")
+                && !features.contains(&"support_tickets_last_30d"),
+            "unshifted fields drift: {features:?}"
+        );
+        assert!(took < Duration::from_secs(8), "the alert took {took:?}");
+        let retraining = notice(&retrain, "retrain", Duration::from_secs(10));
+        assert_eq!(retraining["function"], "churn-predictor");
+        assert!(!retraining["recent_inputs"].as_array().unwrap().is_empty());
+        wait_until(
+            "answers from the fallback model",
+            Duration::from_secs(10),
+            || (fallback_answers.load(Ordering::Relaxed) > 50).then_some(()),
+        );
+        let during = report();
+        assert_eq!(drift(&during)["on_fallback_for_drift"], true);
+        let text = host.cli_ok(&["monitor", "churn-predictor"]);
+        assert!(
+            text.contains("avg_monthly_spend") && text.contains("DRIFTING"),
+            "{text}"
+        );
+
+        // 3. Normal traffic again: the alert clears and the primary model answers.
+        spend.store(1f64.to_bits(), Ordering::Relaxed);
+        notice(&received, "alert_cleared", Duration::from_secs(20));
+        let primary_before = primary_answers.load(Ordering::Relaxed);
+        wait_until(
+            "answers from the primary model again",
+            Duration::from_secs(10),
+            || (primary_answers.load(Ordering::Relaxed) > primary_before + 50).then_some(()),
+        );
+        stop.store(true, Ordering::Relaxed);
+    });
+
+    // The audit log has both, with the figures that moved them; /metrics counts them.
+    let history = host.cli_ok(&["history", "churn-predictor"]);
+    assert!(
+        history.contains("alert") && history.contains("alert_cleared"),
+        "{history}"
+    );
+    let metrics = host.metrics().body;
+    assert!(
+        metrics.contains(r#"aifn_monitor_alerts_total{function="churn-predictor",alert="concept_drift",state="fired"} 1"#),
+        "{metrics}"
+    );
+}
