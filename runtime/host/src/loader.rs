@@ -236,6 +236,7 @@ impl Loader {
                     monitoring.clone(),
                     &signature,
                     reference.as_deref(),
+                    spec.spec.scaling.target_latency.map(|t| t.0),
                     format!("{}@v{}", record.name, record.version),
                 )?)
             }
@@ -263,13 +264,10 @@ impl Loader {
                 };
                 let model = Arc::new(ort.model(store.read_blob(&artifact.digest)?).map_err(err)?);
                 let first = model.session(threads).map_err(err)?;
-                if first.signature().inputs != signature.inputs {
+                if let Some(problem) = fallback_refuses(&signature, first.signature()) {
                     return Err(LoadFunctionError::Fallback(format!(
-                        "model `{}` takes {:?}, but `{}` takes {:?}; a fallback must take the same inputs",
-                        fallback.model.id,
-                        first.signature().inputs.iter().map(|p| &p.name).collect::<Vec<_>>(),
-                        record.model_id,
-                        signature.inputs.iter().map(|p| &p.name).collect::<Vec<_>>()
+                        "model `{}` cannot take what `{}` takes: {problem}",
+                        fallback.model.id, spec.spec.model.id
                     )));
                 }
                 let factory: SessionFactory = Box::new(move || model.session(threads));
@@ -333,6 +331,36 @@ impl Loader {
             outcomes: Default::default(),
         })
     }
+}
+
+/// Why a fallback model cannot take every request the primary takes, if it cannot: each of the
+/// primary's inputs must be one of the fallback's, of the same type, with each dimension the same
+/// or of any size in the fallback.
+fn fallback_refuses(primary: &Signature, fallback: &Signature) -> Option<String> {
+    for input in &primary.inputs {
+        let Some(theirs) = fallback.inputs.iter().find(|p| p.name == input.name) else {
+            return Some(format!("it has no input `{}`", input.name));
+        };
+        let fits = theirs.dtype == input.dtype
+            && theirs.shape.len() == input.shape.len()
+            && theirs
+                .shape
+                .iter()
+                .zip(&input.shape)
+                .all(|(&f, &p)| f < 0 || f == p);
+        if !fits {
+            return Some(format!(
+                "input `{}` is {} {:?} there and {} {:?} here",
+                input.name,
+                theirs.dtype.v2_name(),
+                theirs.shape,
+                input.dtype.v2_name(),
+                input.shape
+            ));
+        }
+    }
+    (fallback.inputs.len() != primary.inputs.len())
+        .then(|| "it takes inputs the primary does not".to_string())
 }
 
 /// No grant may reach the host's own state (specs with their `env` values, keys, every artifact):

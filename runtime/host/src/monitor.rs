@@ -9,10 +9,11 @@
 //! them and acts ([`crate::control`]).
 
 use aifn_model::Signature;
+use aifn_monitor::alarm::Alarm;
 use aifn_monitor::alarm::Transition;
 use aifn_monitor::drift::{DriftMonitor, Evaluation, Settings};
 use aifn_monitor::Value;
-use aifn_spec::Monitoring;
+use aifn_spec::{AlertOn, Monitoring};
 use aifn_tensor::{Tensor, TensorData};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -213,9 +214,12 @@ pub struct Pending {
 /// An alert that fired or cleared, with the figures that moved it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertEvent {
-    /// `concept_drift`, `accuracy`, `latency` or `errors`.
+    /// `concept_drift`, `latency` or `errors`.
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// Which rules of `spec.monitoring.alerts` it answers to.
+    #[serde(skip)]
+    pub on: AlertOn,
     pub state: Transition,
     pub severity: &'static str,
     pub timestamp: String,
@@ -223,6 +227,22 @@ pub struct AlertEvent {
     /// The features that drifted (for drift alerts).
     pub features: Vec<String>,
     pub figures: serde_json::Value,
+}
+
+impl Shared {
+    /// Keeps an alert for the report and for the control plane.
+    fn keep(&mut self, event: AlertEvent) {
+        if self.alerts.len() >= ALERTS_KEPT {
+            self.alerts.pop_front();
+        }
+        self.alerts.push_back(event.clone());
+        self.pending.push(event);
+    }
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What the report shows and the control plane reads.
@@ -245,6 +265,15 @@ pub struct VersionMonitor {
     pub dropped: AtomicU64,
     /// Whether a drift alert with `action: fallback` holds traffic on the fallback now.
     pub drift_fallback: AtomicBool,
+    /// The latency and error-rate alerts: their thresholds and alarms, and when they were last
+    /// evaluated.
+    service: Mutex<ServiceAlarms>,
+}
+
+/// Alarms on what the version answered (not on what it was sent): p95 latency and error rate.
+struct ServiceAlarms {
+    rules: Vec<(AlertOn, f64, Alarm)>,
+    last: Instant,
 }
 
 /// A reference that cannot be read: the deploy fails with this.
@@ -257,10 +286,12 @@ pub struct ReferenceError {
 
 impl VersionMonitor {
     /// Starts monitoring a version: `reference` is the JSON Lines reference sample, if any.
+    /// `target_latency` is the default threshold of a latency alert that sets none.
     pub fn start(
         spec: Monitoring,
         signature: &Signature,
         reference: Option<&[u8]>,
+        target_latency: Option<Duration>,
         label: String,
     ) -> Result<Arc<VersionMonitor>, ReferenceError> {
         let features = Arc::new(Features::new(&spec, signature));
@@ -280,7 +311,8 @@ impl VersionMonitor {
                         line: i + 1,
                         message: format!("not JSON: {e}"),
                     })?;
-                for (column, value) in columns.iter_mut().zip(features.values_of_example(&example)) {
+                for (column, value) in columns.iter_mut().zip(features.values_of_example(&example))
+                {
                     column.push(value);
                 }
             }
@@ -302,6 +334,24 @@ impl VersionMonitor {
         }
         let drift = DriftMonitor::new(settings, features.names.clone(), columns);
         let (queue, samples) = crossbeam_channel::bounded(QUEUE);
+        let mut rules = Vec::new();
+        for rule in &spec.alerts {
+            let threshold = match rule.on {
+                AlertOn::Latency => rule.threshold.or(target_latency.map(|t| t.as_secs_f64())),
+                AlertOn::Errors => rule.threshold,
+                AlertOn::Drift => continue,
+                AlertOn::Accuracy => {
+                    tracing::warn!(function = %label, "an `on: accuracy` alert needs labels, which this host does not take yet; it never fires");
+                    continue;
+                }
+            };
+            match threshold {
+                Some(threshold) => rules.push((rule.on, threshold, Alarm::default())),
+                None => {
+                    tracing::warn!(function = %label, "an `on: latency` alert without a threshold or a target_latency never fires")
+                }
+            }
+        }
         let monitor = Arc::new(VersionMonitor {
             spec,
             features: features.clone(),
@@ -310,6 +360,10 @@ impl VersionMonitor {
             recorded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             drift_fallback: AtomicBool::new(false),
+            service: Mutex::new(ServiceAlarms {
+                rules,
+                last: Instant::now(),
+            }),
         });
         let interval = monitor
             .spec
@@ -398,6 +452,57 @@ impl VersionMonitor {
         }
     }
 
+    /// Evaluates the latency and error-rate alerts on `figures` (the version's answers over the
+    /// window) once per interval, with the same hysteresis and minimum sample as drift.
+    pub fn evaluate_service(&self, figures: &crate::records::Figures) {
+        let interval = self
+            .spec
+            .interval
+            .map_or(self.spec.window.0 / 10, |i| i.0)
+            .max(Duration::from_millis(100));
+        let mut service = self.service.lock().expect("monitor lock");
+        if service.rules.is_empty() || service.last.elapsed() < interval {
+            return;
+        }
+        service.last = Instant::now();
+        if figures.requests < u64::from(self.spec.min_samples) {
+            return;
+        }
+        let mut events = Vec::new();
+        for (on, threshold, alarm) in &mut service.rules {
+            let (kind, figure) = match on {
+                AlertOn::Latency => ("latency", figures.p95_ms.map_or(0.0, |ms| ms / 1e3)),
+                _ => ("errors", figures.error_rate()),
+            };
+            if let Some(state) = alarm.evaluate(figure, *threshold, self.spec.consecutive) {
+                let now = SystemTime::now();
+                events.push(AlertEvent {
+                    kind,
+                    on: *on,
+                    state,
+                    severity: if figure > 2.0 * *threshold {
+                        "high"
+                    } else {
+                        "medium"
+                    },
+                    timestamp: humantime::format_rfc3339_seconds(now).to_string(),
+                    at_ms: unix_ms(now),
+                    features: Vec::new(),
+                    figures: serde_json::json!({
+                        kind: figure,
+                        "threshold": threshold,
+                        "requests": figures.requests,
+                    }),
+                });
+            }
+        }
+        drop(service);
+        let mut shared = self.shared.lock().expect("monitor lock");
+        for event in events {
+            shared.keep(event);
+        }
+    }
+
     /// The latest drift score and how many features drift.
     pub fn drift_summary(&self) -> (f64, usize) {
         let shared = self.shared.lock().expect("monitor lock");
@@ -480,9 +585,21 @@ impl Worker {
             .as_ref()
             .and_then(|b| serde_json::from_slice(b).ok());
         let mut values = sample.tensors;
-        for (value, source) in values.iter_mut().zip(&self.features.sources) {
-            if let Source::Body(path) = source {
-                *value = Some(body_value(body.as_ref(), path));
+        let from_body: Vec<(usize, Value)> = self
+            .features
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, source)| match source {
+                Source::Body(path) => Some((i, body_value(body.as_ref(), path))),
+                _ => None,
+            })
+            .collect();
+        // A body with none of the fields (a batch of customers, say) is another shape of request,
+        // not a request missing them all: its fields are not counted.
+        if from_body.iter().any(|(_, v)| *v != Value::Missing) {
+            for (i, value) in from_body {
+                values[i] = Some(value);
             }
         }
         if let Some(body) = body {
@@ -502,11 +619,7 @@ impl Worker {
         let mut shared = self.shared.lock().expect("monitor lock");
         shared.evaluations += 1;
         for event in events {
-            if shared.alerts.len() >= ALERTS_KEPT {
-                shared.alerts.pop_front();
-            }
-            shared.alerts.push_back(event.clone());
-            shared.pending.push(event);
+            shared.keep(event);
         }
         shared.latest = Some(evaluation);
     }
@@ -537,6 +650,7 @@ impl Worker {
             .into();
         vec![AlertEvent {
             kind: "concept_drift",
+            on: AlertOn::Drift,
             state,
             severity: if evaluation.drift_score > 2.0 * self.drift.settings().psi {
                 "high"
@@ -544,9 +658,7 @@ impl Worker {
                 "medium"
             },
             timestamp: humantime::format_rfc3339_seconds(now).to_string(),
-            at_ms: now
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            at_ms: unix_ms(now),
             features: if state == Transition::Fired {
                 drifting
             } else {

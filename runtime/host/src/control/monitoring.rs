@@ -7,7 +7,7 @@ use crate::function::LoadedFunction;
 use crate::monitor::AlertEvent;
 use crate::records::{Actor, AuditAction, AuditEvent, Versions};
 use aifn_monitor::alarm::Transition;
-use aifn_spec::{AlertAction, AlertOn};
+use aifn_spec::AlertAction;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,6 +43,7 @@ impl ControlPlane {
                     control
                         .metrics
                         .observe_monitor(function.name(), function.version(), monitor);
+                    monitor.evaluate_service(&function.outcomes.figures(monitor.spec.window.0));
                     for alert in monitor.take_pending() {
                         control.handle_alert(&function, &alert).await;
                     }
@@ -63,7 +64,7 @@ impl ControlPlane {
             .spec
             .alerts
             .iter()
-            .filter(|r| r.on == AlertOn::Drift)
+            .filter(|r| r.on == alert.on)
             .collect();
         let mut done = Vec::new();
         for rule in &rules {
@@ -124,14 +125,18 @@ impl ControlPlane {
             }
         }
         let reason = format!(
-            "{} {} on {}{}",
+            "{} {}{}{}",
             alert.kind,
             if fired {
                 "alert fired"
             } else {
                 "alert cleared"
             },
-            alert.features.join(", "),
+            if alert.features.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", alert.features.join(", "))
+            },
             if done.is_empty() {
                 String::new()
             } else {
