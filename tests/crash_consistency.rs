@@ -743,6 +743,7 @@ fn check(
             Some(&view.model),
             view.module.as_ref(),
             view.fallback_model.as_ref(),
+            view.monitoring_reference.as_ref(),
         ]
         .into_iter()
         .flatten()

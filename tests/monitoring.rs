@@ -216,3 +216,146 @@ fn shifted_spend_raises_a_drift_alert_moves_traffic_to_the_fallback_and_back() {
         "{metrics}"
     );
 }
+
+#[test]
+fn labels_join_answers_into_accuracy_bad_labels_get_a_4xx_and_all_survive_kill_9() {
+    let state = temp_dir("monitoring-labels");
+    let host = TestHost::start_with(&state, &["--rollout-tick-ms", "100"]);
+    host.deploy(&churn_spec(&state, "labelled.yaml", &[]));
+    let feedback = |body: &Value| {
+        request(
+            &host.url("/aifn/v1/feedback/churn-predictor"),
+            "POST",
+            body.to_string().as_bytes(),
+            &[],
+        )
+    };
+
+    // Answers carry the caller's X-Request-Id, or one the host makes.
+    let reply = host.post("/v1/churn", &Customers { state: 9 }.next(1.0).to_string());
+    let made = reply.header("x-request-id").unwrap().to_string();
+    assert!(
+        made.len() == 20 && made.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{made}"
+    );
+    let mut customers = Customers { state: 5 };
+    let mut answers = Vec::new();
+    for i in 0..60 {
+        let id = format!("customer-{i}");
+        let reply = request(
+            &host.url("/v1/churn"),
+            "POST",
+            customers.next(1.0).to_string().as_bytes(),
+            &[("x-request-id", &id)],
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.header("x-request-id"), Some(id.as_str()));
+        answers.push((id, reply.json()["churn_probability"].as_f64().unwrap()));
+    }
+
+    // Labels for the first 40; the rest wait.
+    let mut right = 0;
+    for (i, (id, probability)) in answers.iter().take(40).enumerate() {
+        let label = u8::from(i % 3 == 0);
+        let reply = feedback(&json!({ "request_id": id, "label": label }));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!((reply.json()["prediction"].as_f64().unwrap() - probability).abs() < 1e-6);
+        right += usize::from((*probability >= 0.5) == (label == 1));
+    }
+    let accuracy = right as f64 / 40.0;
+
+    // A caller's mistakes are 4xx with a JSON error, never a 5xx.
+    for (body, status, code) in [
+        (
+            json!({"request_id": "never-sent", "label": 1}),
+            404,
+            "unknown_request_id",
+        ),
+        (
+            json!({"request_id": "customer-0", "label": 0}),
+            409,
+            "already_labelled",
+        ),
+        (
+            json!({"request_id": "customer-50", "label": "yes"}),
+            400,
+            "invalid_label",
+        ),
+        (json!({"label": 1}), 400, "bad_request"),
+    ] {
+        let reply = feedback(&body);
+        assert_eq!(
+            (reply.status, reply.error_code()),
+            (status, code.to_string()),
+            "{body}: {}",
+            reply.body
+        );
+    }
+    let reply = host.get("/aifn/v1/feedback/churn-predictor");
+    assert_eq!(reply.status, 405);
+    let reply = request(&host.url("/aifn/v1/feedback/nobody"), "POST", b"{}", &[]);
+    assert_eq!(
+        (reply.status, reply.error_code()),
+        (404, "not_found".to_string())
+    );
+
+    let report: Value = host.cli_json(&["monitor", "churn-predictor", "--json"]);
+    let measured = report["versions"][0]["metrics"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (measured - accuracy).abs() < 1e-12,
+        "{measured} vs {accuracy}"
+    );
+
+    // Unlabelled answers, most uncertain first, for a labelling process.
+    let asked: Value = host.cli_json(&["monitor", "churn-predictor", "--to-label"]);
+    let asked: Vec<(String, f64)> = asked["to_label"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = &a["request"];
+            (
+                a["request_id"].as_str().unwrap().to_string(),
+                a["prediction"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(!asked.is_empty());
+    assert!(asked
+        .iter()
+        .all(|(id, _)| !answers[..40].iter().any(|(done, _)| done == id)));
+    assert!(asked
+        .windows(2)
+        .all(|w| (w[0].1 - 0.5).abs() <= (w[1].1 - 0.5).abs()));
+
+    // Once the monitor has written them (within about a second), kill -9 loses none of it.
+    wait_until("predictions written", Duration::from_secs(10), || {
+        let report: Value = host.cli_json(&["monitor", "churn-predictor", "--json"]);
+        (report["versions"][0]["drift"]["labels"]["unsaved"] == 0).then_some(())
+    });
+    host.kill();
+    let host = TestHost::start_with(&state, &["--rollout-tick-ms", "100"]);
+    let report: Value = host.cli_json(&["monitor", "churn-predictor", "--json"]);
+    let measured = report["versions"][0]["metrics"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (measured - accuracy).abs() < 1e-12,
+        "after kill -9: {measured} vs {accuracy}"
+    );
+    let reply = request(
+        &host.url("/aifn/v1/feedback/churn-predictor"),
+        "POST",
+        json!({"request_id": "customer-55", "label": 1})
+            .to_string()
+            .as_bytes(),
+        &[],
+    );
+    assert_eq!(
+        reply.status, 200,
+        "an answer from before the kill: {}",
+        reply.body
+    );
+}

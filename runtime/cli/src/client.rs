@@ -99,6 +99,11 @@ impl Client {
         self.get(Route::Monitor(name))
     }
 
+    /// Recent answers a label would help most with (`GET /admin/v1/functions/NAME/to-label`).
+    pub fn to_label(&self, name: &str) -> anyhow::Result<serde_json::Value> {
+        self.get(Route::ToLabel(name))
+    }
+
     pub fn versions(&self, name: &str) -> anyhow::Result<api::VersionList> {
         self.get(Route::Versions(name))
     }

@@ -120,6 +120,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// List recent answers a label would help most with (as JSON), for a labelling process
+        /// to answer through POST /aifn/v1/feedback/NAME.
+        #[arg(long)]
+        to_label: bool,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -513,7 +517,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Monitor { name, json, remote } => {
+        Command::Monitor {
+            name,
+            json,
+            to_label,
+            remote,
+        } => {
+            if to_label {
+                let asked = remote.client()?.to_label(&name)?;
+                println!("{}", serde_json::to_string_pretty(&asked)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let report = remote.client()?.monitor(&name)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

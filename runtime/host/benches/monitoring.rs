@@ -1,5 +1,5 @@
 //! What monitoring costs. On the request path: keeping a request for its monitor and handing the
-//! sample over (`before` + `record`). On the monitor thread: parsing the body and binning every
+//! sample over (`before` + `record`, with a request id, so its prediction is kept for a label). On the monitor thread: parsing the body and binning every
 //! feature of one sample.
 //!
 //! cargo bench -p aifn-host --bench monitoring
@@ -54,6 +54,7 @@ fn monitoring(c: &mut Criterion) {
         &signature,
         None,
         None,
+        None,
         "bench".into(),
     )
     .unwrap();
@@ -66,7 +67,7 @@ fn monitoring(c: &mut Criterion) {
         "request path: keep a request and hand its sample over",
         |b| {
             b.iter(|| {
-                let pending = monitor.before(Some(black_box(&body)), &[]);
+                let pending = monitor.before(Some(black_box(&body)), &[], Some("r-1".into()));
                 monitor.record(pending, Some(black_box(&outputs)));
             })
         },

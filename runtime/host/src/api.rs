@@ -26,6 +26,8 @@ pub enum Route<'a> {
     History(&'a str),
     /// GET: the monitoring report of each loaded version (see `ControlPlane::monitor_report`).
     Monitor(&'a str),
+    /// GET: recent answers a label would help most with (see `ControlPlane::to_label`).
+    ToLabel(&'a str),
     /// GET: [`VersionList`].
     Versions(&'a str),
     /// HEAD: whether the host has the artifact; PUT (the bytes): [`Uploaded`].
@@ -53,6 +55,7 @@ impl<'a> Route<'a> {
             Route::Abort(name) => format!("{p}/functions/{name}/abort"),
             Route::Prune(name) => format!("{p}/functions/{name}/prune"),
             Route::Monitor(name) => format!("{p}/functions/{name}/monitor"),
+            Route::ToLabel(name) => format!("{p}/functions/{name}/to-label"),
             Route::History(name) => format!("{p}/functions/{name}/history"),
             Route::Versions(name) => format!("{p}/functions/{name}/versions"),
             Route::Blob(digest) => format!("{p}/blobs/{digest}"),
@@ -76,6 +79,7 @@ impl<'a> Route<'a> {
             ["functions", name, "prune"] => Route::Prune(name),
             ["functions", name, "history"] => Route::History(name),
             ["functions", name, "monitor"] => Route::Monitor(name),
+            ["functions", name, "to-label"] => Route::ToLabel(name),
             ["functions", name, "versions"] => Route::Versions(name),
             ["blobs", digest] => Route::Blob(digest),
             ["models"] => Route::Models,
@@ -378,6 +382,9 @@ pub struct VersionView {
     pub model: Artifact,
     pub module: Option<Artifact>,
     pub fallback_model: Option<Artifact>,
+    /// `spec.monitoring.reference`'s sample, when the spec names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring_reference: Option<Artifact>,
 }
 
 /// What a kept version does now.

@@ -593,10 +593,17 @@ impl Instance {
                 continue; // the caller gave up while the job was queued
             }
             let queued = job.enqueued.elapsed();
-            // The body is shared, not copied, with the monitor when it reads request fields.
-            let body = match (&monitor, &job.work) {
-                (Some(_), Work::Endpoint { body, .. }) => Some(body.clone()),
-                _ => None,
+            // The body is shared, not copied, with the monitor; the request id joins a label
+            // sent later with this answer.
+            let (body, request_id) = match (&monitor, &job.work) {
+                (Some(_), Work::Endpoint { body, headers, .. }) => (
+                    Some(body.clone()),
+                    headers
+                        .iter()
+                        .find(|(name, _)| name == "x-request-id")
+                        .map(|(_, id)| id.clone()),
+                ),
+                _ => (None, None),
             };
             let result = guarded(|| {
                 prepare(
@@ -610,9 +617,10 @@ impl Instance {
                 Ok((call, inputs, preprocess)) => prepared.push(Prepared {
                     reply: job.reply,
                     call,
-                    monitored: monitor
-                        .as_ref()
-                        .map(|tap| tap.monitor.before(body.as_ref(), inputs.tensors())),
+                    monitored: monitor.as_ref().map(|tap| {
+                        tap.monitor
+                            .before(body.as_ref(), inputs.tensors(), request_id)
+                    }),
                     inputs: Some(inputs),
                     timings: Timings {
                         queued,

@@ -25,6 +25,7 @@ pub mod host;
 pub mod http;
 pub mod instance;
 pub mod keys;
+pub mod labels;
 pub mod loader;
 pub mod metrics;
 pub mod monitor;

@@ -237,6 +237,11 @@ impl Loader {
                     &signature,
                     reference.as_deref(),
                     spec.spec.scaling.target_latency.map(|t| t.0),
+                    Some(crate::labels::Persist {
+                        store: store.clone(),
+                        function: record.name.clone(),
+                        version: record.version,
+                    }),
                     format!("{}@v{}", record.name, record.version),
                 )?)
             }

@@ -8,6 +8,8 @@
 //! `interval`. Alerts that fire or clear wait in `pending` for the control plane, which records
 //! them and acts ([`crate::control`]).
 
+use crate::labels::{LabelError, Persist, Predictions, ToLabel};
+use crate::records::PredictionRecord;
 use aifn_model::Signature;
 use aifn_monitor::alarm::Alarm;
 use aifn_monitor::alarm::Transition;
@@ -29,6 +31,8 @@ const QUEUE: usize = 8192;
 const MAX_COLUMNS: usize = 32;
 /// Recent inputs kept for a retraining webhook.
 const RECENT_INPUTS: usize = 20;
+/// How often new predictions are written to the database (what a `kill -9` may lose).
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Alerts kept per version for its report.
 const ALERTS_KEPT: usize = 100;
 
@@ -49,6 +53,9 @@ enum Source {
 pub struct Features {
     names: Vec<String>,
     sources: Vec<Source>,
+    /// The feature kept as an answer's prediction for its label: the last column of the last
+    /// floating-point output (a binary classifier's score for the positive class).
+    prediction: Option<usize>,
 }
 
 impl Features {
@@ -56,6 +63,7 @@ impl Features {
         let mut features = Features {
             names: Vec::new(),
             sources: Vec::new(),
+            prediction: None,
         };
         if spec.features.is_empty() {
             for port in &signature.inputs {
@@ -73,10 +81,18 @@ impl Features {
             }
         }
         for port in &signature.outputs {
+            let before = features.sources.len();
             features.columns("output", port, |tensor, column| Source::Output {
                 tensor,
                 column,
             });
+            let float = matches!(
+                port.dtype,
+                aifn_tensor::DType::F32 | aifn_tensor::DType::F64
+            );
+            if float && features.sources.len() > before {
+                features.prediction = Some(features.sources.len() - 1);
+            }
         }
         features
     }
@@ -117,10 +133,6 @@ impl Features {
         self.sources
             .iter()
             .any(|s| matches!(s, Source::Input { .. }))
-    }
-
-    fn reads_body(&self) -> bool {
-        self.sources.iter().any(|s| matches!(s, Source::Body(_)))
     }
 
     /// The values of one reference example: `{"request": {...}, "inputs": {...}, "outputs": {...}}`,
@@ -192,6 +204,7 @@ fn tensor_column(tensor: &Tensor, column: usize) -> Value {
 struct Sample {
     at: Instant,
     body: Option<Bytes>,
+    request_id: Option<String>,
     /// Values of the tensor features, in feature order (`None`: not observed in this sample; body
     /// features are filled in by the monitor thread).
     tensors: Vec<Option<Value>>,
@@ -208,6 +221,7 @@ pub struct Tap {
 /// What the request path keeps of a request's inputs until its outputs are known.
 pub struct Pending {
     body: Option<Bytes>,
+    request_id: Option<String>,
     inputs: Vec<Option<Value>>,
 }
 
@@ -246,7 +260,6 @@ fn unix_ms(at: SystemTime) -> u64 {
 }
 
 /// What the report shows and the control plane reads.
-#[derive(Default)]
 struct Shared {
     latest: Option<Evaluation>,
     evaluations: u64,
@@ -254,6 +267,8 @@ struct Shared {
     /// Alerts not yet handed to the control plane.
     pending: Vec<AlertEvent>,
     recent_inputs: VecDeque<serde_json::Value>,
+    /// Answers kept for their labels.
+    predictions: Predictions,
 }
 
 pub struct VersionMonitor {
@@ -292,6 +307,7 @@ impl VersionMonitor {
         signature: &Signature,
         reference: Option<&[u8]>,
         target_latency: Option<Duration>,
+        persist: Option<Persist>,
         label: String,
     ) -> Result<Arc<VersionMonitor>, ReferenceError> {
         let features = Arc::new(Features::new(&spec, signature));
@@ -340,10 +356,7 @@ impl VersionMonitor {
                 AlertOn::Latency => rule.threshold.or(target_latency.map(|t| t.as_secs_f64())),
                 AlertOn::Errors => rule.threshold,
                 AlertOn::Drift => continue,
-                AlertOn::Accuracy => {
-                    tracing::warn!(function = %label, "an `on: accuracy` alert needs labels, which this host does not take yet; it never fires");
-                    continue;
-                }
+                AlertOn::Accuracy => rule.threshold,
             };
             match threshold {
                 Some(threshold) => rules.push((rule.on, threshold, Alarm::default())),
@@ -352,11 +365,23 @@ impl VersionMonitor {
                 }
             }
         }
+        let predictions = Predictions::new(
+            spec.labels.ttl.0,
+            spec.labels.max_predictions as usize,
+            persist,
+        );
         let monitor = Arc::new(VersionMonitor {
             spec,
             features: features.clone(),
             queue,
-            shared: Default::default(),
+            shared: Arc::new(Mutex::new(Shared {
+                latest: None,
+                evaluations: 0,
+                alerts: VecDeque::new(),
+                pending: Vec::new(),
+                recent_inputs: VecDeque::new(),
+                predictions,
+            })),
             recorded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             drift_fallback: AtomicBool::new(false),
@@ -391,7 +416,12 @@ impl VersionMonitor {
 
     /// What to keep of a request before the model runs: its body (shared, not copied) when
     /// body fields are monitored, and its input columns when those are.
-    pub fn before(&self, body: Option<&Bytes>, inputs: &[Tensor]) -> Pending {
+    pub fn before(
+        &self,
+        body: Option<&Bytes>,
+        inputs: &[Tensor],
+        request_id: Option<String>,
+    ) -> Pending {
         let features = &self.features;
         let inputs = if features.reads_inputs() {
             features
@@ -411,7 +441,9 @@ impl VersionMonitor {
             Vec::new()
         };
         Pending {
-            body: body.filter(|_| features.reads_body()).cloned(),
+            // The body also goes to a labelling process that asks which answers to label.
+            body: body.cloned(),
+            request_id: request_id.filter(|_| features.prediction.is_some()),
             inputs,
         }
     }
@@ -420,7 +452,11 @@ impl VersionMonitor {
     /// `outputs` are the model's, or `None` when another model answered (the fallback): its
     /// outputs say nothing of this model's, but the inputs still count.
     pub fn record(&self, pending: Pending, outputs: Option<&[Tensor]>) {
-        let Pending { body, mut inputs } = pending;
+        let Pending {
+            body,
+            request_id,
+            mut inputs,
+        } = pending;
         let features = &self.features;
         if inputs.is_empty() {
             inputs = vec![None; features.sources.len()];
@@ -437,9 +473,12 @@ impl VersionMonitor {
                 }
             }
         }
+        // The fallback's answers are not this model's predictions.
+        let request_id = request_id.filter(|_| outputs.is_some());
         let sample = Sample {
             at: Instant::now(),
             body,
+            request_id,
             tensors: inputs,
         };
         match self.queue.try_send(sample) {
@@ -465,22 +504,41 @@ impl VersionMonitor {
             return;
         }
         service.last = Instant::now();
-        if figures.requests < u64::from(self.spec.min_samples) {
-            return;
-        }
+        let min_samples = u64::from(self.spec.min_samples);
+        let accuracy = self
+            .shared
+            .lock()
+            .expect("monitor lock")
+            .predictions
+            .accuracy(self.spec.window.0);
         let mut events = Vec::new();
         for (on, threshold, alarm) in &mut service.rules {
-            let (kind, figure) = match on {
-                AlertOn::Latency => ("latency", figures.p95_ms.map_or(0.0, |ms| ms / 1e3)),
-                _ => ("errors", figures.error_rate()),
+            // Each figure as "over its threshold is bad": accuracy as its shortfall.
+            let (kind, figure, limit, samples) = match on {
+                AlertOn::Latency => (
+                    "latency",
+                    figures.p95_ms.map_or(0.0, |ms| ms / 1e3),
+                    *threshold,
+                    figures.requests,
+                ),
+                AlertOn::Accuracy => match accuracy {
+                    Some((accuracy, labels)) => {
+                        ("accuracy", 1.0 - accuracy, 1.0 - *threshold, labels as u64)
+                    }
+                    None => continue,
+                },
+                _ => ("errors", figures.error_rate(), *threshold, figures.requests),
             };
-            if let Some(state) = alarm.evaluate(figure, *threshold, self.spec.consecutive) {
+            if samples < min_samples {
+                continue;
+            }
+            if let Some(state) = alarm.evaluate(figure, limit, self.spec.consecutive) {
                 let now = SystemTime::now();
                 events.push(AlertEvent {
                     kind,
                     on: *on,
                     state,
-                    severity: if figure > 2.0 * *threshold {
+                    severity: if figure > 2.0 * limit {
                         "high"
                     } else {
                         "medium"
@@ -489,9 +547,9 @@ impl VersionMonitor {
                     at_ms: unix_ms(now),
                     features: Vec::new(),
                     figures: serde_json::json!({
-                        kind: figure,
+                        kind: if *on == AlertOn::Accuracy { 1.0 - figure } else { figure },
                         "threshold": threshold,
-                        "requests": figures.requests,
+                        "samples": samples,
                     }),
                 });
             }
@@ -510,6 +568,25 @@ impl VersionMonitor {
             .latest
             .as_ref()
             .map_or((0.0, 0), |e| (e.drift_score, e.drifting().count()))
+    }
+
+    /// Joins a label with the answer `request_id` got (see [`crate::labels`]).
+    pub fn label(
+        &self,
+        request_id: &str,
+        label: &serde_json::Value,
+    ) -> Result<PredictionRecord, LabelError> {
+        let mut shared = self.shared.lock().expect("monitor lock");
+        shared.predictions.label(request_id, label)
+    }
+
+    /// Recent answers a label would help most with.
+    pub fn to_label(&self) -> Vec<ToLabel> {
+        self.shared
+            .lock()
+            .expect("monitor lock")
+            .predictions
+            .to_label()
     }
 
     /// Alerts that fired or cleared since the last call.
@@ -544,7 +621,21 @@ impl VersionMonitor {
             "on_fallback_for_drift": self.drift_fallback.load(Ordering::Relaxed),
             "per_feature": evaluation.map(|e| &e.features),
             "alerts": shared.alerts.iter().collect::<Vec<_>>(),
+            "labels": {
+                "kept": shared.predictions.len(),
+                "unsaved": shared.predictions.unsaved(),
+                "quality": shared.predictions.quality(self.spec.window.0),
+            },
         })
+    }
+
+    /// The accuracy over the window's labels, when they are a classifier's.
+    pub fn accuracy(&self) -> Option<f64> {
+        let shared = self.shared.lock().expect("monitor lock");
+        shared
+            .predictions
+            .accuracy(self.spec.window.0)
+            .map(|(accuracy, _)| accuracy)
     }
 }
 
@@ -563,9 +654,18 @@ impl Worker {
     fn run(mut self) {
         let started = Instant::now();
         let mut next = started + self.interval;
+        let mut next_flush = started + FLUSH_EVERY;
         loop {
-            match self.samples.recv_deadline(next) {
+            match self.samples.recv_deadline(next.min(next_flush)) {
                 Ok(sample) => self.record(started, sample),
+                Err(RecvTimeoutError::Timeout) if Instant::now() >= next_flush => {
+                    self.shared
+                        .lock()
+                        .expect("monitor lock")
+                        .predictions
+                        .flush();
+                    next_flush = Instant::now() + FLUSH_EVERY;
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     self.evaluate(started);
                     next += self.interval;
@@ -574,7 +674,15 @@ impl Worker {
                         next = Instant::now() + self.interval;
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => return, // the version was unloaded
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The version was unloaded.
+                    self.shared
+                        .lock()
+                        .expect("monitor lock")
+                        .predictions
+                        .flush();
+                    return;
+                }
             }
         }
     }
@@ -602,13 +710,24 @@ impl Worker {
                 values[i] = Some(value);
             }
         }
+        let prediction = self.features.prediction.and_then(|i| match values.get(i) {
+            Some(Some(Value::Number(p))) => Some(*p),
+            _ => None,
+        });
+        let mut shared = self.shared.lock().expect("monitor lock");
+        if let (Some(id), Some(prediction)) = (sample.request_id, prediction) {
+            let drifted = self.alerting;
+            shared
+                .predictions
+                .keep(id, prediction, drifted, body.clone());
+        }
         if let Some(body) = body {
-            let mut shared = self.shared.lock().expect("monitor lock");
             if shared.recent_inputs.len() >= RECENT_INPUTS {
                 shared.recent_inputs.pop_front();
             }
             shared.recent_inputs.push_back(body);
         }
+        drop(shared);
         self.drift
             .record(sample.at.saturating_duration_since(started), &values);
     }

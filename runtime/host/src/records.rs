@@ -164,6 +164,20 @@ pub enum Phase {
     Watch { until_ms: u64, baseline: Figures },
 }
 
+/// An answer kept until its label arrives (`spec.monitoring.labels`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictionRecord {
+    pub version: u64,
+    /// The monitored prediction: a classifier's score for the positive class, or a value.
+    pub prediction: f64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labelled_at_ms: Option<u64>,
+}
+
 /// One entry of a function's audit log: who did what, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {

@@ -70,6 +70,8 @@ const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events
 const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
 /// API key id → [`KeyRecord`] as JSON (the key's hash, never its secret).
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+/// (function, request id) → [`crate::records::PredictionRecord`] JSON: answers kept for their labels.
+const PREDICTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("predictions");
 
 pub struct Store {
     root: PathBuf,
@@ -111,6 +113,7 @@ impl Store {
             txn.tx.open_table(EVENTS).map_err(db)?;
             txn.tx.open_table(MODELS).map_err(db)?;
             txn.tx.open_table(KEYS).map_err(db)?;
+            txn.tx.open_table(PREDICTIONS).map_err(db)?;
             Ok(())
         })?;
         if !existed {
@@ -272,6 +275,30 @@ impl Store {
                 ));
             }
             Ok(all)
+        })
+    }
+
+    /// The predictions of one version of `function` kept for labels.
+    pub fn predictions(
+        &self,
+        function: &str,
+        version: u64,
+    ) -> Result<Vec<(String, crate::records::PredictionRecord)>, StoreError> {
+        self.read(|tx| {
+            let table = tx.open_table(PREDICTIONS).map_err(db)?;
+            let mut found = Vec::new();
+            for row in table.range((function, "")..).map_err(db)? {
+                let (key, value) = row.map_err(db)?;
+                let (name, id) = key.value();
+                if name != function {
+                    break;
+                }
+                let record: crate::records::PredictionRecord = decode(value.value(), "prediction")?;
+                if record.version == version {
+                    found.push((id.to_string(), record));
+                }
+            }
+            Ok(found)
         })
     }
 
@@ -469,6 +496,26 @@ impl Txn<'_> {
             None => {
                 table.remove(name).map_err(db)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Keeps `predictions` of `function` (new, or with their label now), and forgets `forget`.
+    pub fn save_predictions(
+        &mut self,
+        function: &str,
+        predictions: &[(String, crate::records::PredictionRecord)],
+        forget: &[String],
+    ) -> Result<(), StoreError> {
+        let mut table = self.tx.open_table(PREDICTIONS).map_err(db)?;
+        for (id, record) in predictions {
+            let json = serde_json::to_vec(record).expect("predictions serialise");
+            table
+                .insert((function, id.as_str()), json.as_slice())
+                .map_err(db)?;
+        }
+        for id in forget {
+            table.remove((function, id.as_str())).map_err(db)?;
         }
         Ok(())
     }

@@ -7,7 +7,8 @@ use crate::{SpecError, SpecErrors};
 use std::collections::{BTreeMap, HashSet};
 
 /// Routes the host serves itself; a function may not claim them.
-pub const RESERVED_ROUTE_PREFIXES: [&str; 5] = ["/v2", "/admin", "/healthz", "/readyz", "/metrics"];
+pub const RESERVED_ROUTE_PREFIXES: [&str; 6] =
+    ["/v2", "/admin", "/aifn", "/healthz", "/readyz", "/metrics"];
 
 pub fn function_spec(root: &Node) -> Result<FunctionSpec, SpecErrors> {
     let mut checker = Checker::default();

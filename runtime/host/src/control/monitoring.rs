@@ -177,6 +177,24 @@ impl ControlPlane {
         }));
     }
 
+    /// `GET /admin/v1/functions/NAME/to-label`: recent answers a label would help most with, from
+    /// every loaded version, for a labelling process to answer through the feedback route.
+    pub fn to_label(&self, name: &str) -> Option<serde_json::Value> {
+        let serving = self.registry.serving(name)?;
+        let requests: Vec<serde_json::Value> = std::iter::once(serving.stable.clone())
+            .chain(serving.rollout.as_ref().map(|l| l.other.clone()))
+            .filter_map(|f| f.monitor.as_ref().map(|m| (f.version(), m.to_label())))
+            .flat_map(|(version, asked)| {
+                asked
+                    .into_iter()
+                    .map(move |a| json!({ "version": version, "request": a }))
+            })
+            .collect();
+        Some(
+            json!({ "name": name, "feedback": format!("POST /aifn/v1/feedback/{name} {{\"request_id\": ..., \"label\": ...}}"), "to_label": requests }),
+        )
+    }
+
     /// `GET /admin/v1/functions/NAME/monitor`: per loaded version, the figures users know from
     /// model-monitoring dashboards, then the per-feature table and the alerts.
     pub fn monitor_report(&self, name: &str) -> Option<serde_json::Value> {
@@ -196,7 +214,7 @@ impl ControlPlane {
                     "model_id": function.record.model_id,
                     "monitored": function.monitor.is_some(),
                     "metrics": {
-                        "accuracy": null,
+                        "accuracy": function.monitor.as_ref().and_then(|m| m.accuracy()),
                         "latency_p95": figures.p95_ms.map(|ms| format!("{ms:.1}ms")),
                         "drift_score": drift_score,
                         "throughput_rps": figures.requests as f64 / seconds,

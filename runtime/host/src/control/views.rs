@@ -143,6 +143,7 @@ impl ControlPlane {
                 model: r.model,
                 module: r.module,
                 fallback_model: r.fallback_model,
+                monitoring_reference: r.monitoring_reference,
             })
             .collect();
         Ok((!versions.is_empty()).then(|| VersionList {

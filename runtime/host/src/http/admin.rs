@@ -130,6 +130,10 @@ pub(super) async fn handle(
             .monitor_report(name)
             .map(|report| ok(&report))
             .ok_or_else(|| no_function(name)),
+        (&Method::GET, Route::ToLabel(name)) => control
+            .to_label(name)
+            .map(|asked| ok(&asked))
+            .ok_or_else(|| no_function(name)),
         (&Method::GET, Route::Versions(name)) => control
             .versions(name)?
             .map(|versions| ok(&versions))

@@ -91,6 +91,7 @@ pub(super) async fn endpoint(
     let Some(policy) = function.endpoint(request.method().as_str(), &path) else {
         return Err(ApiError::not_found(format!("no function serves {path}")));
     };
+    let request_id = request_id(request.headers());
     let started = Instant::now();
     let deadline = data.limits.deadline(policy);
     // The version that answers (a canary's candidate for its share), and a shadow's copy.
@@ -124,10 +125,18 @@ pub(super) async fn endpoint(
             headers: parts
                 .headers
                 .iter()
-                .filter(|(name, _)| !PRIVATE_HEADERS.contains(&name.as_str()))
+                .filter(|(name, _)| {
+                    !PRIVATE_HEADERS.contains(&name.as_str()) && *name != names::X_REQUEST_ID
+                })
                 .filter_map(|(name, value)| {
                     Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
                 })
+                .chain(
+                    request_id
+                        .to_str()
+                        .ok()
+                        .map(|id| (names::X_REQUEST_ID.as_str().to_string(), id.to_string())),
+                )
                 .collect(),
             body,
         };
@@ -204,14 +213,42 @@ pub(super) async fn endpoint(
         };
         tokio::spawn(run_shadow(data.clone(), shadow, live, work, stable));
     }
-    Ok(finish(
+    let mut response = finish(
         &data,
         &answering,
         Some(&policy.metrics),
         &path,
         started,
         served,
-    ))
+    );
+    response
+        .headers_mut()
+        .insert(names::X_REQUEST_ID, request_id);
+    Ok(response)
+}
+
+/// The caller's `X-Request-Id` when it is a sensible one (1 to 128 of `A-Z a-z 0-9 . _ : -`),
+/// else one the host makes: a random prefix per start and a counter, so unique while it runs.
+fn request_id(headers: &hyper::HeaderMap) -> HeaderValue {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    if let Some(given) = headers.get(names::X_REQUEST_ID) {
+        let bytes = given.as_bytes();
+        if (1..=128).contains(&bytes.len())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
+        {
+            return given.clone();
+        }
+    }
+    let prefix = *PREFIX.get_or_init(rand::random);
+    let id = format!(
+        "{prefix:08x}{:012x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    HeaderValue::from_str(&id).expect("hex is a header value")
 }
 
 /// Runs a shadow's copy of a request and compares its answer with the one the caller got. Off
@@ -630,4 +667,93 @@ fn model_metadata(function: &LoadedFunction) -> serde_json::Value {
         "inputs": ports(&function.signature.inputs),
         "outputs": ports(&function.signature.outputs),
     })
+}
+
+/// Where labels for a function's answers are sent: reserved, so it never meets a function's route.
+pub(super) const FEEDBACK_PREFIX: &str = "/aifn/v1/feedback/";
+
+/// Labels are small; a feedback body over this is refused.
+const MAX_FEEDBACK_BYTES: usize = 64 << 10;
+
+/// `POST /aifn/v1/feedback/NAME` with `{"request_id": "...", "label": 1}`: the ground truth of an
+/// answer the function gave (its `X-Request-Id`), joined with the prediction the monitor kept. The
+/// caller must pass the access rules of one of the function's endpoints.
+pub(super) async fn feedback(
+    data: Arc<DataPlane>,
+    name: String,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let path = request.uri().path().to_string();
+    if request.method() != Method::POST {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} is not allowed on {path}; allowed: POST",
+                request.method()
+            ),
+        )
+        .with_header(ALLOW, "POST"));
+    }
+    let no_function = || ApiError::not_found(format!("no function named `{name}`"));
+    let serving = data.registry.serving(&name).ok_or_else(no_function)?;
+    let function = serving.stable.clone();
+    admit(&data, &function, &function.endpoints, &path, &request)?;
+    let (parts, body) = request.into_parts();
+    let body = read_incoming(&parts.headers, body, MAX_FEEDBACK_BYTES).await?;
+    let feedback: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    let Some(request_id) = feedback.get("request_id").and_then(|v| v.as_str()) else {
+        return Err(ApiError::bad_request(
+            "expected {\"request_id\": \"...\", \"label\": ...}: `request_id` (a string) is missing",
+        ));
+    };
+    let Some(label) = feedback.get("label") else {
+        return Err(ApiError::bad_request(
+            "expected {\"request_id\": \"...\", \"label\": ...}: `label` is missing",
+        ));
+    };
+    let versions =
+        std::iter::once(function.clone()).chain(serving.rollout.as_ref().map(|l| l.other.clone()));
+    let monitors: Vec<(u64, Arc<crate::monitor::VersionMonitor>)> = versions
+        .filter_map(|f| f.monitor.clone().map(|m| (f.version(), m)))
+        .collect();
+    if monitors.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_monitored",
+            format!("`{name}` has no `spec.monitoring`, so it keeps no answers for labels"),
+        ));
+    }
+    // The version that answered has the prediction; a label is taken once.
+    let mut refusal = None;
+    for (version, monitor) in monitors {
+        let (id, label) = (request_id.to_string(), label.clone());
+        let outcome = tokio::task::spawn_blocking(move || monitor.label(&id, &label))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("labelling panicked: {e}"),
+                )
+            })?;
+        match outcome {
+            Ok(record) => {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "function": name,
+                        "version": version,
+                        "request_id": request_id,
+                        "prediction": record.prediction,
+                        "label": record.label,
+                    }),
+                ))
+            }
+            Err(crate::labels::LabelError::Unknown(_)) if refusal.is_some() => {}
+            Err(e) => refusal = Some(e),
+        }
+    }
+    Err(refusal.expect("at least one monitor answered").into())
 }

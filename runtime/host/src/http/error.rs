@@ -234,6 +234,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::labels::LabelError> for ApiError {
+    fn from(error: crate::labels::LabelError) -> ApiError {
+        use crate::labels::LabelError;
+        let (status, code) = match error {
+            LabelError::Unknown(_) => (StatusCode::NOT_FOUND, "unknown_request_id"),
+            LabelError::Expired(..) => (StatusCode::GONE, "expired_request_id"),
+            LabelError::AlreadyLabelled(_) => (StatusCode::CONFLICT, "already_labelled"),
+            LabelError::NotALabel => (StatusCode::BAD_REQUEST, "invalid_label"),
+            LabelError::Store(e) => return ApiError::from(e),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
 impl From<DeployError> for ApiError {
     fn from(error: DeployError) -> ApiError {
         use StatusCode as S;

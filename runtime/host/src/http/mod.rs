@@ -162,6 +162,7 @@ pub(crate) mod names {
     pub const X_AIFN_VARIANT: HeaderName = HeaderName::from_static("x-aifn-variant");
     pub const X_AIFN_FUNCTION: HeaderName = HeaderName::from_static("x-aifn-function");
     pub const X_AIFN_VERSION: HeaderName = HeaderName::from_static("x-aifn-version");
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 }
 
 pub(crate) fn rate_headers(
@@ -181,6 +182,14 @@ pub(crate) fn rate_headers(
 /// Routes one data-plane request, within the host's request deadline.
 pub async fn handle(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse {
     let path = request.uri().path();
+    if let Some(name) = path.strip_prefix(data::FEEDBACK_PREFIX) {
+        let name = name.to_string();
+        return within(
+            host.config.request_timeout,
+            data::feedback(host.data.clone(), name, request),
+        )
+        .await;
+    }
     if !(matches!(path, "/healthz" | "/readyz" | "/v2") || path.starts_with("/v2/")) {
         // Function routes keep their own deadline (the endpoint's, capped by the host's).
         return data::endpoint(host.data.clone(), request)
