@@ -129,7 +129,9 @@ fn a_fallback_must_take_the_same_inputs() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("spec.fallback.model") && stderr.contains("same inputs"),
+        stderr.contains("spec.fallback.model")
+            && stderr.contains("cannot take what")
+            && stderr.contains("[1, 6]"),
         "{stderr}"
     );
 }
