@@ -23,7 +23,7 @@ export AIFN_HOST="$admin" AIFN_ADMIN_TOKEN=bench
 # "on": the bundled spec, with alerts that only record (one body sent over and over is drift, and
 # the fallback must not take over mid-run). "off": the same function without `monitoring`.
 spec=functions/churn-predictor/function.yaml
-sed 's/action: fallback/action: alert/' "$spec" > functions/churn-predictor/.bench-on.yaml
+sed "s/action: fallback/action: alert/${BENCH_ON_EDIT:-}" "$spec" > functions/churn-predictor/.bench-on.yaml
 python3 - "$spec" functions/churn-predictor/.bench-off.yaml <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
@@ -55,6 +55,7 @@ report=$($aifn monitor churn-predictor --json)
 # scaled down), normal customers for 12 s, then every spend doubled.
 kill $host_pid
 AIFN_LOG=warn start_host "$work/host2" --rollout-tick-ms 100
+export AIFN_HOST="$admin"
 sed 's/window: 10m/window: 10s/' "$spec" > functions/churn-predictor/.bench-drift.yaml
 $aifn deploy functions/churn-predictor/.bench-drift.yaml > /dev/null
 drift=$(.venv/bin/python bench/drift_stream.py "$base/v1/churn" "$admin" bench churn-predictor)
@@ -78,7 +79,7 @@ throughput = statistics.median(float(r[1]) / float(r[5]) for r in rows)
 p99 = statistics.median(float(r[3]) / float(r[7]) for r in rows)
 drift = json.loads(sys.argv[2])["versions"][0]["drift"]
 print(f"Median throughput on/off **{throughput:.3f}×** (target at least 0.95×); median p99 on/off **{p99:.2f}×** (target at most 1.10×).")
-print(f"The monitor took {drift['recorded']} samples and dropped {drift['dropped']} (its queue holds 8,192).")
+print(f"The monitor took {drift['recorded']} samples of {drift['requests_seen']} requests (without `labels` it samples at most 1,000 a second; 1 in {drift['sampling_one_in']} at the end) and dropped {drift['dropped']} (its queue holds 8,192).")
 PY
   echo
   echo "$drift"

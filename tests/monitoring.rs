@@ -221,7 +221,11 @@ fn shifted_spend_raises_a_drift_alert_moves_traffic_to_the_fallback_and_back() {
 fn labels_join_answers_into_accuracy_bad_labels_get_a_4xx_and_all_survive_kill_9() {
     let state = temp_dir("monitoring-labels");
     let host = TestHost::start_with(&state, &["--rollout-tick-ms", "100"]);
-    host.deploy(&churn_spec(&state, "labelled.yaml", &[]));
+    host.deploy(&churn_spec(
+        &state,
+        "labelled.yaml",
+        &[("window: 10m", "window: 10m\n    labels: { ttl: 30d }")],
+    ));
     let feedback = |body: &Value| {
         request(
             &host.url("/aifn/v1/feedback/churn-predictor"),

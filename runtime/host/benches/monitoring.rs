@@ -21,6 +21,7 @@ spec:
   monitoring:
     features: [avg_monthly_spend, days_since_last_purchase, support_tickets_last_30d, subscription_tier]
     bins: 10
+    labels: { ttl: 1d }
   endpoints:
     - route: /v1/churn
 "#;
@@ -67,8 +68,10 @@ fn monitoring(c: &mut Criterion) {
         "request path: keep a request and hand its sample over",
         |b| {
             b.iter(|| {
-                let pending = monitor.before(Some(black_box(&body)), &[], Some("r-1".into()));
-                monitor.record(pending, Some(black_box(&outputs)));
+                let id = Some("r-1".into());
+                if let Some(pending) = monitor.before(Some(black_box(&body)), &[], id) {
+                    monitor.record(pending, Some(black_box(&outputs)));
+                }
             })
         },
     );

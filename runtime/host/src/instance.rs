@@ -617,7 +617,7 @@ impl Instance {
                 Ok((call, inputs, preprocess)) => prepared.push(Prepared {
                     reply: job.reply,
                     call,
-                    monitored: monitor.as_ref().map(|tap| {
+                    monitored: monitor.as_ref().and_then(|tap| {
                         tap.monitor
                             .before(body.as_ref(), inputs.tensors(), request_id)
                     }),

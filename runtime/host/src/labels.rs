@@ -43,6 +43,28 @@ pub struct Persist {
     pub version: u64,
 }
 
+/// Predictions to write in one transaction.
+pub struct Flush {
+    store: Arc<Store>,
+    function: String,
+    records: Vec<(String, PredictionRecord)>,
+    forgotten: Vec<String>,
+}
+
+impl Flush {
+    pub fn write(self) {
+        let Flush {
+            store,
+            function,
+            records,
+            forgotten,
+        } = self;
+        if let Err(e) = store.write(|txn| txn.save_predictions(&function, &records, &forgotten)) {
+            tracing::error!(function = %function, "saving predictions: {e}");
+        }
+    }
+}
+
 /// A recent answer that a label would help most with.
 #[derive(Debug, Clone, Serialize)]
 pub struct ToLabel {
@@ -59,7 +81,8 @@ struct Candidate {
     prediction: f64,
     drifted: bool,
     at_ms: u64,
-    request: Option<serde_json::Value>,
+    /// The body as it came; parsed only for a labelling process that asks.
+    request: Option<bytes::Bytes>,
 }
 
 pub struct Predictions {
@@ -72,6 +95,8 @@ pub struct Predictions {
     unsaved: Vec<String>,
     /// Evicted since the last flush.
     forgotten: Vec<String>,
+    /// Taken by a flush that is being written.
+    in_flight: usize,
     candidates: VecDeque<Candidate>,
     persist: Option<Persist>,
 }
@@ -92,6 +117,7 @@ impl Predictions {
             order: VecDeque::new(),
             unsaved: Vec::new(),
             forgotten: Vec::new(),
+            in_flight: 0,
             candidates: VecDeque::new(),
             persist,
         };
@@ -124,9 +150,9 @@ impl Predictions {
         self.kept.is_empty()
     }
 
-    /// Kept since the last write to the database (what a `kill -9` now would lose).
+    /// Kept but not yet written to the database (what a `kill -9` now would lose).
     pub fn unsaved(&self) -> usize {
-        self.unsaved.len()
+        self.unsaved.len() + self.in_flight
     }
 
     /// Keeps an answer's prediction for its label.
@@ -135,7 +161,7 @@ impl Predictions {
         request_id: String,
         prediction: f64,
         drifted: bool,
-        request: Option<serde_json::Value>,
+        request: Option<bytes::Bytes>,
     ) {
         if self.max == 0 {
             return;
@@ -180,29 +206,35 @@ impl Predictions {
         }
     }
 
-    /// Writes what was kept and forgotten since the last flush, in one transaction.
-    pub fn flush(&mut self) {
+    /// What was kept and forgotten since the last flush, to write (outside the monitor's lock)
+    /// with [`Flush::write`]; until [`Predictions::flushed`], it still counts as unsaved.
+    pub fn take_flush(&mut self) -> Option<Flush> {
         self.evict(now_ms());
         let Some(persist) = &self.persist else {
             self.unsaved.clear();
             self.forgotten.clear();
-            return;
+            return None;
         };
         if self.unsaved.is_empty() && self.forgotten.is_empty() {
-            return;
+            return None;
         }
         let records: Vec<(String, PredictionRecord)> = self
             .unsaved
             .drain(..)
             .filter_map(|id| self.kept.get(&id).map(|r| (id, r.clone())))
             .collect();
-        let forgotten = std::mem::take(&mut self.forgotten);
-        if let Err(e) = persist
-            .store
-            .write(|txn| txn.save_predictions(&persist.function, &records, &forgotten))
-        {
-            tracing::error!(function = %persist.function, "saving predictions: {e}");
-        }
+        self.in_flight = records.len();
+        Some(Flush {
+            store: persist.store.clone(),
+            function: persist.function.clone(),
+            records,
+            forgotten: std::mem::take(&mut self.forgotten),
+        })
+    }
+
+    /// The last [`Flush`] has been written.
+    pub fn flushed(&mut self) {
+        self.in_flight = 0;
     }
 
     /// Joins a label with the answer `request_id` got, and writes it before returning.
@@ -307,7 +339,10 @@ impl Predictions {
                 prediction: c.prediction,
                 reason: if c.drifted { "drifted" } else { "uncertain" },
                 at_ms: c.at_ms,
-                request: c.request.clone(),
+                request: c
+                    .request
+                    .as_ref()
+                    .and_then(|b| serde_json::from_slice(b).ok()),
             })
             .collect()
     }

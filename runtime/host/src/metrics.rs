@@ -265,7 +265,9 @@ impl Metrics {
             function: function.to_string(),
             version,
         };
-        let (score, drifting) = monitor.drift_summary();
+        let Some((score, drifting)) = monitor.drift_summary() else {
+            return;
+        };
         self.drift_score.get_or_create(&labels).set(score);
         self.drifting.get_or_create(&labels).set(drifting as i64);
         self.monitor_dropped

@@ -18,7 +18,7 @@ use aifn_monitor::Value;
 use aifn_spec::{AlertOn, Monitoring};
 use aifn_tensor::{Tensor, TensorData};
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +31,14 @@ const QUEUE: usize = 8192;
 const MAX_COLUMNS: usize = 32;
 /// Recent inputs kept for a retraining webhook.
 const RECENT_INPUTS: usize = 20;
+/// How often the monitor thread takes the samples that queued (the queue holds 8,192: room for
+/// 400,000 requests a second).
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
+/// Samples a second a version's monitor takes at most when its answers get no labels: above it,
+/// every k-th request is a sample (k set each second from the request rate). Drift figures over a
+/// window of such a sample are unbiased, and 1,000 a second is ample for 10 bins, while the
+/// monitor's CPU stays small at any load.
+const MAX_SAMPLES_PER_SECOND: u64 = 1000;
 /// How often new predictions are written to the database (what a `kill -9` may lose).
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Alerts kept per version for its report.
@@ -266,7 +274,8 @@ struct Shared {
     alerts: VecDeque<AlertEvent>,
     /// Alerts not yet handed to the control plane.
     pending: Vec<AlertEvent>,
-    recent_inputs: VecDeque<serde_json::Value>,
+    /// Request bodies as they came (parsed only when asked for).
+    recent_inputs: VecDeque<Bytes>,
     /// Answers kept for their labels.
     predictions: Predictions,
 }
@@ -280,6 +289,9 @@ pub struct VersionMonitor {
     pub dropped: AtomicU64,
     /// Whether a drift alert with `action: fallback` holds traffic on the fallback now.
     pub drift_fallback: AtomicBool,
+    /// Requests seen, and how many of them make one sample (1: all; more under heavy load).
+    seen: Arc<AtomicU64>,
+    stride: Arc<AtomicU64>,
     /// The latency and error-rate alerts: their thresholds and alarms, and when they were last
     /// evaluated.
     service: Mutex<ServiceAlarms>,
@@ -365,11 +377,17 @@ impl VersionMonitor {
                 }
             }
         }
+        // Without `labels`, nothing is kept (and a label for this version is a 404).
+        let labels = spec.labels.clone().unwrap_or(aifn_spec::LabelPolicy {
+            max_predictions: 0,
+            ..Default::default()
+        });
         let predictions = Predictions::new(
-            spec.labels.ttl.0,
-            spec.labels.max_predictions as usize,
-            persist,
+            labels.ttl.0,
+            labels.max_predictions as usize,
+            persist.filter(|_| spec.labels.is_some()),
         );
+        let (seen, stride) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(1)));
         let monitor = Arc::new(VersionMonitor {
             spec,
             features: features.clone(),
@@ -385,6 +403,8 @@ impl VersionMonitor {
             recorded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             drift_fallback: AtomicBool::new(false),
+            seen: seen.clone(),
+            stride: stride.clone(),
             service: Mutex::new(ServiceAlarms {
                 rules,
                 last: Instant::now(),
@@ -402,10 +422,21 @@ impl VersionMonitor {
             shared: monitor.shared.clone(),
             interval,
             alerting: false,
+            to_keep: Vec::new(),
+            last_body: None,
+            // Every answer is a sample when it may get a label.
+            sampling: monitor.spec.labels.is_none().then(|| Sampling {
+                seen,
+                stride,
+                last: (Instant::now(), 0),
+            }),
         };
         std::thread::Builder::new()
             .name(format!("monitor-{label}"))
-            .spawn(move || worker.run())
+            .spawn(move || {
+                yield_to_serving();
+                worker.run()
+            })
             .expect("spawning a monitor thread");
         Ok(monitor)
     }
@@ -421,7 +452,16 @@ impl VersionMonitor {
         body: Option<&Bytes>,
         inputs: &[Tensor],
         request_id: Option<String>,
-    ) -> Pending {
+    ) -> Option<Pending> {
+        // Under load only every `stride`-th request is a sample (see `MAX_SAMPLES_PER_SECOND`).
+        let stride = self.stride.load(Ordering::Relaxed).max(1);
+        if !self
+            .seen
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(stride)
+        {
+            return None;
+        }
         let features = &self.features;
         let inputs = if features.reads_inputs() {
             features
@@ -440,12 +480,12 @@ impl VersionMonitor {
         } else {
             Vec::new()
         };
-        Pending {
+        Some(Pending {
             // The body also goes to a labelling process that asks which answers to label.
             body: body.cloned(),
             request_id: request_id.filter(|_| features.prediction.is_some()),
             inputs,
-        }
+        })
     }
 
     /// Hands a request's sample to the monitor thread, or drops it if the queue is full.
@@ -493,7 +533,7 @@ impl VersionMonitor {
 
     /// Evaluates the latency and error-rate alerts on `figures` (the version's answers over the
     /// window) once per interval, with the same hysteresis and minimum sample as drift.
-    pub fn evaluate_service(&self, figures: &crate::records::Figures) {
+    pub fn evaluate_service(&self, figures: impl FnOnce() -> crate::records::Figures) {
         let interval = self
             .spec
             .interval
@@ -503,14 +543,15 @@ impl VersionMonitor {
         if service.rules.is_empty() || service.last.elapsed() < interval {
             return;
         }
-        service.last = Instant::now();
         let min_samples = u64::from(self.spec.min_samples);
-        let accuracy = self
-            .shared
-            .lock()
-            .expect("monitor lock")
-            .predictions
-            .accuracy(self.spec.window.0);
+        let Ok(shared) = self.shared.try_lock() else {
+            return; // the monitor thread holds it: evaluated at the next call
+        };
+        service.last = Instant::now();
+        let accuracy = shared.predictions.accuracy(self.spec.window.0);
+        drop(shared);
+        // Only now, once per interval: the window's answers are many to go through.
+        let figures = &figures();
         let mut events = Vec::new();
         for (on, threshold, alarm) in &mut service.rules {
             // Each figure as "over its threshold is bad": accuracy as its shortfall.
@@ -562,12 +603,16 @@ impl VersionMonitor {
     }
 
     /// The latest drift score and how many features drift.
-    pub fn drift_summary(&self) -> (f64, usize) {
-        let shared = self.shared.lock().expect("monitor lock");
-        shared
-            .latest
-            .as_ref()
-            .map_or((0.0, 0), |e| (e.drift_score, e.drifting().count()))
+    /// `None` while the monitor thread holds its state (the control plane tries again later
+    /// rather than wait on a low-priority thread).
+    pub fn drift_summary(&self) -> Option<(f64, usize)> {
+        let shared = self.shared.try_lock().ok()?;
+        Some(
+            shared
+                .latest
+                .as_ref()
+                .map_or((0.0, 0), |e| (e.drift_score, e.drifting().count())),
+        )
     }
 
     /// Joins a label with the answer `request_id` got (see [`crate::labels`]).
@@ -590,14 +635,22 @@ impl VersionMonitor {
     }
 
     /// Alerts that fired or cleared since the last call.
+    /// Empty while the monitor thread holds its state (they wait for the next call).
     pub fn take_pending(&self) -> Vec<AlertEvent> {
-        std::mem::take(&mut self.shared.lock().expect("monitor lock").pending)
+        match self.shared.try_lock() {
+            Ok(mut shared) => std::mem::take(&mut shared.pending),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Up to the last few request bodies (for a retraining webhook).
     pub fn recent_inputs(&self) -> Vec<serde_json::Value> {
         let shared = self.shared.lock().expect("monitor lock");
-        shared.recent_inputs.iter().cloned().collect()
+        shared
+            .recent_inputs
+            .iter()
+            .filter_map(|b| serde_json::from_slice(b).ok())
+            .collect()
     }
 
     /// The latest evaluation, the alerts and the counters, as the report shows them.
@@ -617,6 +670,8 @@ impl VersionMonitor {
                 .map(|e| e.drifting().map(|f| f.name.clone()).collect::<Vec<_>>())
                 .unwrap_or_default(),
             "recorded": self.recorded.load(Ordering::Relaxed),
+            "requests_seen": self.seen.load(Ordering::Relaxed),
+            "sampling_one_in": self.stride.load(Ordering::Relaxed),
             "dropped": self.dropped.load(Ordering::Relaxed),
             "on_fallback_for_drift": self.drift_fallback.load(Ordering::Relaxed),
             "per_feature": evaluation.map(|e| &e.features),
@@ -639,6 +694,23 @@ impl VersionMonitor {
     }
 }
 
+/// Lowers the calling thread to the lowest priority (nice 19): when the host is busy, serving
+/// requests goes first and monitoring takes what is left. Under sustained overload the monitor then
+/// falls behind, its queue fills, and samples are dropped and counted rather than taken from the
+/// requests' CPU (the report's `dropped`, `aifn_monitor_samples_dropped`). Not `SCHED_IDLE`: a
+/// thread that may go unscheduled for seconds would hold its lock against the control plane.
+fn yield_to_serving() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid has no preconditions; setpriority with our own thread id changes only this
+    // thread's nice value (Linux applies PRIO_PROCESS to the one thread a tid names).
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) != 0 {
+            tracing::debug!("could not lower the monitor thread's priority");
+        }
+    }
+}
+
 /// The monitor thread's state.
 struct Worker {
     drift: DriftMonitor,
@@ -648,6 +720,32 @@ struct Worker {
     interval: Duration,
     /// Whether the version's drift alert holds.
     alerting: bool,
+    /// Predictions of the samples drained since the last [`Worker::publish`].
+    to_keep: Vec<(String, f64, bool, Option<Bytes>)>,
+    /// The newest request body since then (for the retraining webhook's recent inputs).
+    last_body: Option<Bytes>,
+    sampling: Option<Sampling>,
+}
+
+/// How the monitor thread sets the request path's sampling stride from the request rate.
+struct Sampling {
+    seen: Arc<AtomicU64>,
+    stride: Arc<AtomicU64>,
+    /// When the rate was last measured, and the requests seen then.
+    last: (Instant, u64),
+}
+
+impl Sampling {
+    fn adjust(&mut self) {
+        let (now, seen) = (Instant::now(), self.seen.load(Ordering::Relaxed));
+        let seconds = now.duration_since(self.last.0).as_secs_f64();
+        if seconds > 0.0 {
+            let rate = (seen - self.last.1) as f64 / seconds;
+            let stride = (rate / MAX_SAMPLES_PER_SECOND as f64).ceil().max(1.0) as u64;
+            self.stride.store(stride, Ordering::Relaxed);
+        }
+        self.last = (now, seen);
+    }
 }
 
 impl Worker {
@@ -656,41 +754,88 @@ impl Worker {
         let mut next = started + self.interval;
         let mut next_flush = started + FLUSH_EVERY;
         loop {
-            match self.samples.recv_deadline(next.min(next_flush)) {
-                Ok(sample) => self.record(started, sample),
-                Err(RecvTimeoutError::Timeout) if Instant::now() >= next_flush => {
-                    self.shared
-                        .lock()
-                        .expect("monitor lock")
-                        .predictions
-                        .flush();
-                    next_flush = Instant::now() + FLUSH_EVERY;
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.evaluate(started);
-                    next += self.interval;
-                    // After a long stall, evaluate once rather than once per missed interval.
-                    if next < Instant::now() {
-                        next = Instant::now() + self.interval;
+            // The thread wakes on its own clock and takes what queued meanwhile, so a request
+            // handing over a sample never has to wake it.
+            std::thread::sleep(DRAIN_EVERY);
+            loop {
+                match self.samples.try_recv() {
+                    Ok(sample) => self.record(started, sample),
+                    Err(TryRecvError::Empty) => {
+                        self.publish();
+                        break;
+                    }
+                    Err(TryRecvError::Disconnected) => {
+                        // The version was unloaded.
+                        self.flush();
+                        return;
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    // The version was unloaded.
-                    self.shared
-                        .lock()
-                        .expect("monitor lock")
-                        .predictions
-                        .flush();
-                    return;
+            }
+            let now = Instant::now();
+            if now >= next_flush {
+                self.flush();
+                if let Some(sampling) = &mut self.sampling {
+                    sampling.adjust();
+                }
+                next_flush = now + FLUSH_EVERY;
+            }
+            if now >= next {
+                self.evaluate(started);
+                next += self.interval;
+                // After a long stall, evaluate once rather than once per missed interval.
+                if next < now {
+                    next = now + self.interval;
                 }
             }
         }
     }
 
+    /// Hands what the drained samples left (predictions to keep, the last body) to the shared
+    /// state under one short lock.
+    fn publish(&mut self) {
+        if self.to_keep.is_empty() && self.last_body.is_none() {
+            return;
+        }
+        let mut shared = self.shared.lock().expect("monitor lock");
+        for (id, prediction, drifted, body) in self.to_keep.drain(..) {
+            shared.predictions.keep(id, prediction, drifted, body);
+        }
+        if let Some(body) = self.last_body.take() {
+            if shared.recent_inputs.len() >= RECENT_INPUTS {
+                shared.recent_inputs.pop_front();
+            }
+            shared.recent_inputs.push_back(body);
+        }
+    }
+
+    /// Writes new predictions, holding the lock only to take them.
+    fn flush(&self) {
+        let batch = self
+            .shared
+            .lock()
+            .expect("monitor lock")
+            .predictions
+            .take_flush();
+        if let Some(batch) = batch {
+            batch.write();
+            self.shared
+                .lock()
+                .expect("monitor lock")
+                .predictions
+                .flushed();
+        }
+    }
+
     fn record(&mut self, started: Instant, sample: Sample) {
+        let reads_body = self
+            .features
+            .sources
+            .iter()
+            .any(|s| matches!(s, Source::Body(_)));
         let body: Option<serde_json::Value> = sample
             .body
             .as_ref()
+            .filter(|_| reads_body)
             .and_then(|b| serde_json::from_slice(b).ok());
         let mut values = sample.tensors;
         let from_body: Vec<(usize, Value)> = self
@@ -714,20 +859,13 @@ impl Worker {
             Some(Some(Value::Number(p))) => Some(*p),
             _ => None,
         });
-        let mut shared = self.shared.lock().expect("monitor lock");
         if let (Some(id), Some(prediction)) = (sample.request_id, prediction) {
-            let drifted = self.alerting;
-            shared
-                .predictions
-                .keep(id, prediction, drifted, body.clone());
+            self.to_keep
+                .push((id, prediction, self.alerting, sample.body.clone()));
         }
-        if let Some(body) = body {
-            if shared.recent_inputs.len() >= RECENT_INPUTS {
-                shared.recent_inputs.pop_front();
-            }
-            shared.recent_inputs.push_back(body);
+        if let Some(body) = sample.body {
+            self.last_body = Some(body);
         }
-        drop(shared);
         self.drift
             .record(sample.at.saturating_duration_since(started), &values);
     }

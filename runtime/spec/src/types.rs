@@ -70,7 +70,8 @@ pub struct Monitoring {
     pub min_samples: u32,
     /// Requests taken as the reference when `reference` is absent.
     pub baseline: u32,
-    pub labels: LabelPolicy,
+    /// Whether answers are kept for labels sent later, and for how long; absent: they are not.
+    pub labels: Option<LabelPolicy>,
     pub alerts: Vec<AlertRule>,
 }
 
@@ -86,10 +87,7 @@ impl Default for Monitoring {
             consecutive: 3,
             min_samples: 100,
             baseline: 1000,
-            labels: LabelPolicy {
-                ttl: HumanDuration(std::time::Duration::from_secs(30 * 86_400)),
-                max_predictions: 100_000,
-            },
+            labels: None,
             alerts: Vec::new(),
         }
     }
@@ -99,6 +97,15 @@ impl Default for Monitoring {
 pub struct DriftThresholds {
     pub psi: f64,
     pub kl: f64,
+}
+
+impl Default for LabelPolicy {
+    fn default() -> LabelPolicy {
+        LabelPolicy {
+            ttl: HumanDuration(std::time::Duration::from_secs(30 * 86_400)),
+            max_predictions: 100_000,
+        }
+    }
 }
 
 /// `spec.monitoring.labels`: how long answers wait for their ground truth, and how many.

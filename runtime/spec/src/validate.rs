@@ -491,8 +491,8 @@ impl Checker {
             });
             let max = c.optional(&l, "max_predictions", |c, n, p| c.uint(n, p, 10_000_000));
             Some(LabelPolicy {
-                ttl: ttl?.unwrap_or(defaults.labels.ttl),
-                max_predictions: max?.unwrap_or(defaults.labels.max_predictions),
+                ttl: ttl?.unwrap_or(LabelPolicy::default().ttl),
+                max_predictions: max?.unwrap_or(LabelPolicy::default().max_predictions),
             })
         });
         let alerts = self.optional(&f, "alerts", |c, n, p| {
@@ -521,7 +521,7 @@ impl Checker {
             consecutive: consecutive?.unwrap_or(defaults.consecutive),
             min_samples: min_samples?.unwrap_or(defaults.min_samples),
             baseline: baseline?.unwrap_or(defaults.baseline),
-            labels: labels?.unwrap_or(defaults.labels),
+            labels: labels?,
             alerts: alerts?.unwrap_or(defaults.alerts),
         })
     }

@@ -43,7 +43,7 @@ impl ControlPlane {
                     control
                         .metrics
                         .observe_monitor(function.name(), function.version(), monitor);
-                    monitor.evaluate_service(&function.outcomes.figures(monitor.spec.window.0));
+                    monitor.evaluate_service(|| function.outcomes.figures(monitor.spec.window.0));
                     for alert in monitor.take_pending() {
                         control.handle_alert(&function, &alert).await;
                     }
