@@ -363,3 +363,131 @@ fn labels_join_answers_into_accuracy_bad_labels_get_a_4xx_and_all_survive_kill_9
         reply.body
     );
 }
+
+#[test]
+fn a_drift_alert_with_action_rollback_puts_the_previous_version_back() {
+    let state = temp_dir("monitoring-rollback");
+    let host = TestHost::start_with(&state, &["--rollout-tick-ms", "100"]);
+    // Version 1 only records alerts; version 2 rolls back on drift.
+    host.deploy(&churn_spec(
+        &state,
+        "v1.yaml",
+        &[("action: fallback", "action: alert")],
+    ));
+    host.deploy(&churn_spec(
+        &state,
+        "v2.yaml",
+        &[
+            (
+                "window: 10m",
+                "window: 3s\n    interval: 250ms\n    min_samples: 200\n    consecutive: 3",
+            ),
+            ("action: fallback", "action: rollback"),
+        ],
+    ));
+    assert_eq!(
+        host.post("/v1/churn", &Customers { state: 4 }.next(1.0).to_string())
+            .header("x-aifn-version"),
+        Some("2")
+    );
+
+    let spend = std::sync::atomic::AtomicU64::new(1f64.to_bits());
+    let stop = AtomicBool::new(false);
+    let (fallback_answers, primary_answers) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
+        for seed in [7, 8] {
+            let (spend, stop) = (&spend, &stop);
+            let (fallback_answers, primary_answers) = (&fallback_answers, &primary_answers);
+            let host = &host;
+            scope
+                .spawn(move || traffic(host, seed, spend, stop, fallback_answers, primary_answers));
+        }
+        wait_until(
+            "version 2 has a full window",
+            Duration::from_secs(30),
+            || {
+                let report: Value = host.cli_json(&["monitor", "churn-predictor", "--json"]);
+                (report["versions"][0]["drift"]["enough_samples"] == true).then_some(())
+            },
+        );
+        spend.store(2f64.to_bits(), Ordering::Relaxed);
+        wait_until("version 1 serving again", Duration::from_secs(20), || {
+            let reply = host.post("/v1/churn", &Customers { state: 6 }.next(1.0).to_string());
+            (reply.header("x-aifn-version") == Some("1")).then_some(())
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
+    let history = host.cli_ok(&["history", "churn-predictor"]);
+    assert!(
+        history.contains("rollback")
+            && history.contains("monitoring: concept_drift on avg_monthly_spend"),
+        "{history}"
+    );
+}
+
+#[test]
+fn a_drift_alert_with_action_freeze_rollout_holds_a_canary_at_its_step_until_it_clears() {
+    let state = temp_dir("monitoring-freeze");
+    let host = TestHost::start_with(&state, &["--rollout-tick-ms", "100"]);
+    host.deploy(&churn_spec(
+        &state,
+        "v1.yaml",
+        &[("action: fallback", "action: alert")],
+    ));
+    // The canary's monitor freezes the rollout on drift.
+    let canary = churn_spec(
+        &state,
+        "v2.yaml",
+        &[
+            (
+                "window: 10m",
+                "window: 2s\n    interval: 200ms\n    min_samples: 50\n    consecutive: 3",
+            ),
+            ("action: fallback", "action: freeze_rollout"),
+            (
+                "  endpoints:",
+                "  rollout:\n    strategy: canary\n    steps: [50, 100]\n    step_duration: 3s\n    watch: 1s\n    window: 2s\n    min_requests: 10\n  endpoints:",
+            ),
+        ],
+    );
+    let spend = std::sync::atomic::AtomicU64::new(2f64.to_bits()); // drifted from the start
+    let stop = AtomicBool::new(false);
+    let (fallback_answers, primary_answers) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let rollout = |host: &TestHost| host.status("churn-predictor").rollout;
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
+        for seed in [11, 12] {
+            let (spend, stop) = (&spend, &stop);
+            let (fallback_answers, primary_answers) = (&fallback_answers, &primary_answers);
+            let host = &host;
+            scope
+                .spawn(move || traffic(host, seed, spend, stop, fallback_answers, primary_answers));
+        }
+        host.cli_ok(&["deploy", canary.to_str().unwrap()]);
+        let frozen = wait_until(
+            "the canary frozen by its drift alert",
+            Duration::from_secs(20),
+            || rollout(&host).filter(|r| r.frozen),
+        );
+        assert_eq!(frozen.candidate_share, 50.0, "{}", pretty(&frozen));
+        // For two of its step's 3 s, a frozen canary stays at half the traffic.
+        let held_since = Instant::now();
+        while held_since.elapsed() < Duration::from_secs(6) {
+            let held = rollout(&host).expect("the rollout is still in progress");
+            assert!(
+                held.frozen && held.candidate_share == 50.0,
+                "{}",
+                pretty(&held)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // Normal traffic: the alert clears, and the canary goes on to take all of it.
+        spend.store(1f64.to_bits(), Ordering::Relaxed);
+        wait_until("the rollout finished", Duration::from_secs(60), || {
+            rollout(&host).is_none().then_some(())
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert_eq!(host.status("churn-predictor").version, 2);
+}

@@ -278,6 +278,9 @@ pub struct RolloutView {
     pub candidate_figures: Figures,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowView>,
+    /// Held at its step by a monitoring alert with `action: freeze_rollout`.
+    #[serde(default)]
+    pub frozen: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -41,6 +41,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(20);
 const MAX_SAMPLES_PER_SECOND: u64 = 1000;
 /// How often new predictions are written to the database (what a `kill -9` may lose).
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Evaluations kept in the report's history: at a tenth of the window each, the last 12 windows.
+const HISTORY: usize = 120;
 /// Alerts kept per version for its report.
 const ALERTS_KEPT: usize = 100;
 
@@ -271,6 +273,8 @@ fn unix_ms(at: SystemTime) -> u64 {
 struct Shared {
     latest: Option<Evaluation>,
     evaluations: u64,
+    /// The last evaluations' drift score and sample count, oldest first.
+    history: VecDeque<serde_json::Value>,
     alerts: VecDeque<AlertEvent>,
     /// Alerts not yet handed to the control plane.
     pending: Vec<AlertEvent>,
@@ -395,6 +399,7 @@ impl VersionMonitor {
             shared: Arc::new(Mutex::new(Shared {
                 latest: None,
                 evaluations: 0,
+                history: VecDeque::new(),
                 alerts: VecDeque::new(),
                 pending: Vec::new(),
                 recent_inputs: VecDeque::new(),
@@ -675,6 +680,7 @@ impl VersionMonitor {
             "dropped": self.dropped.load(Ordering::Relaxed),
             "on_fallback_for_drift": self.drift_fallback.load(Ordering::Relaxed),
             "per_feature": evaluation.map(|e| &e.features),
+            "history": shared.history.iter().collect::<Vec<_>>(),
             "alerts": shared.alerts.iter().collect::<Vec<_>>(),
             "labels": {
                 "kept": shared.predictions.len(),
@@ -878,6 +884,15 @@ impl Worker {
         for event in events {
             shared.keep(event);
         }
+        if shared.history.len() >= HISTORY {
+            shared.history.pop_front();
+        }
+        shared.history.push_back(serde_json::json!({
+            "at_ms": unix_ms(SystemTime::now()),
+            "drift_score": evaluation.drift_score,
+            "samples": evaluation.samples,
+            "drifting": evaluation.drifting().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        }));
         shared.latest = Some(evaluation);
     }
 

@@ -189,5 +189,9 @@ fn rollout_view(serving: &Serving) -> Option<RolloutView> {
         stable_figures,
         candidate_figures,
         shadow,
+        frozen: live
+            .progress
+            .frozen
+            .load(std::sync::atomic::Ordering::Relaxed),
     })
 }
