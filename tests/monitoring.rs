@@ -55,27 +55,62 @@ impl Customers {
     }
 }
 
-/// Sends customers (spend multiplied by `spend_factor`) from 2 clients until `stop`; counts the
-/// answers of each variant.
-fn traffic(
-    host: &TestHost,
-    seed: u64,
-    spend_factor: &std::sync::atomic::AtomicU64,
-    stop: &AtomicBool,
-    fallback_answers: &AtomicUsize,
-    primary_answers: &AtomicUsize,
-) {
-    let mut customers = Customers { state: seed };
-    let started = Instant::now();
-    // Bounded: the test stops it, and it stops itself after 2 minutes in any case.
-    while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
-        let factor = f64::from_bits(spend_factor.load(Ordering::Relaxed));
-        let reply = host.post("/v1/churn", &customers.next(factor).to_string());
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        match reply.header("x-aifn-variant") {
-            Some("fallback") => fallback_answers.fetch_add(1, Ordering::Relaxed),
-            _ => primary_answers.fetch_add(1, Ordering::Relaxed),
-        };
+/// Customers sent from a few clients (each spend multiplied by the current factor) until
+/// stopped, with the answers of each variant counted.
+struct Traffic {
+    spend_factor: std::sync::atomic::AtomicU64,
+    stop: AtomicBool,
+    fallback_answers: AtomicUsize,
+    primary_answers: AtomicUsize,
+}
+
+impl Traffic {
+    fn new(spend_factor: f64) -> Traffic {
+        Traffic {
+            spend_factor: std::sync::atomic::AtomicU64::new(spend_factor.to_bits()),
+            stop: AtomicBool::new(false),
+            fallback_answers: AtomicUsize::new(0),
+            primary_answers: AtomicUsize::new(0),
+        }
+    }
+
+    fn set_spend(&self, factor: f64) {
+        self.spend_factor.store(factor.to_bits(), Ordering::Relaxed);
+    }
+
+    fn fallback_answers(&self) -> usize {
+        self.fallback_answers.load(Ordering::Relaxed)
+    }
+
+    fn primary_answers(&self) -> usize {
+        self.primary_answers.load(Ordering::Relaxed)
+    }
+
+    /// One client per seed, in `scope`.
+    fn start<'s>(
+        &'s self,
+        scope: &'s std::thread::Scope<'s, '_>,
+        host: &'s TestHost,
+        seeds: [u64; 2],
+    ) {
+        for seed in seeds {
+            scope.spawn(move || self.client(host, seed));
+        }
+    }
+
+    fn client(&self, host: &TestHost, seed: u64) {
+        let mut customers = Customers { state: seed };
+        let started = Instant::now();
+        // Bounded: the test stops it, and it stops itself after 2 minutes in any case.
+        while !self.stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
+            let factor = f64::from_bits(self.spend_factor.load(Ordering::Relaxed));
+            let reply = host.post("/v1/churn", &customers.next(factor).to_string());
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            match reply.header("x-aifn-variant") {
+                Some("fallback") => self.fallback_answers.fetch_add(1, Ordering::Relaxed),
+                _ => self.primary_answers.fetch_add(1, Ordering::Relaxed),
+            };
+        }
     }
 }
 
@@ -119,20 +154,12 @@ fn shifted_spend_raises_a_drift_alert_moves_traffic_to_the_fallback_and_back() {
     );
     host.deploy(&spec);
 
-    let spend = std::sync::atomic::AtomicU64::new(1f64.to_bits());
-    let stop = AtomicBool::new(false);
-    let (fallback_answers, primary_answers) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let load = Traffic::new(1.0);
     let report = || -> Value { host.cli_json(&["monitor", "churn-predictor", "--json"]) };
     let drift = |r: &Value| r["versions"][0]["drift"].clone();
     std::thread::scope(|scope| {
-        let _stop = StopOnDrop(&stop);
-        for seed in [1, 2] {
-            let (spend, stop) = (&spend, &stop);
-            let (fallback_answers, primary_answers) = (&fallback_answers, &primary_answers);
-            let host = &host;
-            scope
-                .spawn(move || traffic(host, seed, spend, stop, fallback_answers, primary_answers));
-        }
+        let _stop = StopOnDrop(&load.stop);
+        load.start(scope, &host, [1, 2]);
 
         // 1. Traffic like the training data, over two windows: evaluations with enough samples,
         // and no alert.
@@ -150,13 +177,13 @@ fn shifted_spend_raises_a_drift_alert_moves_traffic_to_the_fallback_and_back() {
             "a false alarm on normal traffic: {}",
             pretty(&evaluations_with_samples)
         );
-        assert_eq!(fallback_answers.load(Ordering::Relaxed), 0);
+        assert_eq!(load.fallback_answers(), 0);
         let score = evaluations_with_samples["drift_score"].as_f64().unwrap();
         assert!(score < 0.1, "drift score {score} on normal traffic");
 
         // 2. The spend doubles: the alert fires, naming it, within the window plus three
         // evaluations; both webhooks hear of it, and the fallback answers.
-        spend.store(2f64.to_bits(), Ordering::Relaxed);
+        load.set_spend(2.0);
         let shifted = Instant::now();
         let alert = notice(&received, "alert", Duration::from_secs(20));
         let took = shifted.elapsed();
@@ -182,7 +209,7 @@ fn shifted_spend_raises_a_drift_alert_moves_traffic_to_the_fallback_and_back() {
         wait_until(
             "answers from the fallback model",
             Duration::from_secs(10),
-            || (fallback_answers.load(Ordering::Relaxed) > 50).then_some(()),
+            || (load.fallback_answers() > 50).then_some(()),
         );
         let during = report();
         assert_eq!(drift(&during)["on_fallback_for_drift"], true);
@@ -193,15 +220,15 @@ fn shifted_spend_raises_a_drift_alert_moves_traffic_to_the_fallback_and_back() {
         );
 
         // 3. Normal traffic again: the alert clears and the primary model answers.
-        spend.store(1f64.to_bits(), Ordering::Relaxed);
+        load.set_spend(1.0);
         notice(&received, "alert_cleared", Duration::from_secs(20));
-        let primary_before = primary_answers.load(Ordering::Relaxed);
+        let primary_before = load.primary_answers();
         wait_until(
             "answers from the primary model again",
             Duration::from_secs(10),
-            || (primary_answers.load(Ordering::Relaxed) > primary_before + 50).then_some(()),
+            || (load.primary_answers() > primary_before + 50).then_some(()),
         );
-        stop.store(true, Ordering::Relaxed);
+        load.stop.store(true, Ordering::Relaxed);
     });
 
     // The audit log has both, with the figures that moved them; /metrics counts them.
@@ -391,18 +418,10 @@ fn a_drift_alert_with_action_rollback_puts_the_previous_version_back() {
         Some("2")
     );
 
-    let spend = std::sync::atomic::AtomicU64::new(1f64.to_bits());
-    let stop = AtomicBool::new(false);
-    let (fallback_answers, primary_answers) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let load = Traffic::new(1.0);
     std::thread::scope(|scope| {
-        let _stop = StopOnDrop(&stop);
-        for seed in [7, 8] {
-            let (spend, stop) = (&spend, &stop);
-            let (fallback_answers, primary_answers) = (&fallback_answers, &primary_answers);
-            let host = &host;
-            scope
-                .spawn(move || traffic(host, seed, spend, stop, fallback_answers, primary_answers));
-        }
+        let _stop = StopOnDrop(&load.stop);
+        load.start(scope, &host, [7, 8]);
         wait_until(
             "version 2 has a full window",
             Duration::from_secs(30),
@@ -411,12 +430,12 @@ fn a_drift_alert_with_action_rollback_puts_the_previous_version_back() {
                 (report["versions"][0]["drift"]["enough_samples"] == true).then_some(())
             },
         );
-        spend.store(2f64.to_bits(), Ordering::Relaxed);
+        load.set_spend(2.0);
         wait_until("version 1 serving again", Duration::from_secs(20), || {
             let reply = host.post("/v1/churn", &Customers { state: 6 }.next(1.0).to_string());
             (reply.header("x-aifn-version") == Some("1")).then_some(())
         });
-        stop.store(true, Ordering::Relaxed);
+        load.stop.store(true, Ordering::Relaxed);
     });
     let history = host.cli_ok(&["history", "churn-predictor"]);
     assert!(
@@ -451,19 +470,11 @@ fn a_drift_alert_with_action_freeze_rollout_holds_a_canary_at_its_step_until_it_
             ),
         ],
     );
-    let spend = std::sync::atomic::AtomicU64::new(2f64.to_bits()); // drifted from the start
-    let stop = AtomicBool::new(false);
-    let (fallback_answers, primary_answers) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let load = Traffic::new(2.0); // drifted from the start
     let rollout = |host: &TestHost| host.status("churn-predictor").rollout;
     std::thread::scope(|scope| {
-        let _stop = StopOnDrop(&stop);
-        for seed in [11, 12] {
-            let (spend, stop) = (&spend, &stop);
-            let (fallback_answers, primary_answers) = (&fallback_answers, &primary_answers);
-            let host = &host;
-            scope
-                .spawn(move || traffic(host, seed, spend, stop, fallback_answers, primary_answers));
-        }
+        let _stop = StopOnDrop(&load.stop);
+        load.start(scope, &host, [11, 12]);
         host.cli_ok(&["deploy", canary.to_str().unwrap()]);
         let frozen = wait_until(
             "the canary frozen by its drift alert",
@@ -483,11 +494,11 @@ fn a_drift_alert_with_action_freeze_rollout_holds_a_canary_at_its_step_until_it_
             std::thread::sleep(Duration::from_millis(200));
         }
         // Normal traffic: the alert clears, and the canary goes on to take all of it.
-        spend.store(1f64.to_bits(), Ordering::Relaxed);
+        load.set_spend(1.0);
         wait_until("the rollout finished", Duration::from_secs(60), || {
             rollout(&host).is_none().then_some(())
         });
-        stop.store(true, Ordering::Relaxed);
+        load.stop.store(true, Ordering::Relaxed);
     });
     assert_eq!(host.status("churn-predictor").version, 2);
 }

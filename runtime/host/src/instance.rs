@@ -596,11 +596,12 @@ impl Instance {
             // The body is shared, not copied, with the monitor; the request id joins a label
             // sent later with this answer.
             let (body, request_id) = match (&monitor, &job.work) {
-                (Some(_), Work::Endpoint { body, headers, .. }) => (
+                (Some(tap), Work::Endpoint { body, headers, .. }) => (
                     Some(body.clone()),
                     headers
                         .iter()
                         .find(|(name, _)| name == "x-request-id")
+                        .filter(|_| tap.monitor.keeps_predictions())
                         .map(|(_, id)| id.clone()),
                 ),
                 _ => (None, None),

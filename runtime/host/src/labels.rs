@@ -8,13 +8,13 @@
 //! off the request path, so a `kill -9` loses at most the last second or so of them; a label is
 //! written before the feedback route answers, so an acknowledged label is never lost.
 
-use crate::records::PredictionRecord;
+use crate::records::{now_ms, PredictionRecord};
 use crate::store::Store;
 use aifn_monitor::quality::{self, Labelled};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Unlabelled answers offered to a labelling process at most, per call.
 pub const TO_LABEL: usize = 20;
@@ -99,12 +99,6 @@ pub struct Predictions {
     in_flight: usize,
     candidates: VecDeque<Candidate>,
     persist: Option<Persist>,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Predictions {

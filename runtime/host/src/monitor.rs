@@ -63,6 +63,8 @@ enum Source {
 pub struct Features {
     names: Vec<String>,
     sources: Vec<Source>,
+    /// Whether any feature is a field of the request body (the monitor thread parses it then).
+    reads_body: bool,
     /// The feature kept as an answer's prediction for its label: the last column of the last
     /// floating-point output (a binary classifier's score for the positive class).
     prediction: Option<usize>,
@@ -73,6 +75,7 @@ impl Features {
         let mut features = Features {
             names: Vec::new(),
             sources: Vec::new(),
+            reads_body: !spec.features.is_empty(),
             prediction: None,
         };
         if spec.features.is_empty() {
@@ -133,10 +136,6 @@ impl Features {
             });
             self.sources.push(source(port.name.clone(), column));
         }
-    }
-
-    pub fn names(&self) -> &[String] {
-        &self.names
     }
 
     fn reads_inputs(&self) -> bool {
@@ -262,11 +261,6 @@ impl Shared {
         self.alerts.push_back(event.clone());
         self.pending.push(event);
     }
-}
-
-fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What the report shows and the control plane reads.
@@ -446,6 +440,12 @@ impl VersionMonitor {
         Ok(monitor)
     }
 
+    /// Whether answers are kept for labels (the spec has `labels` and the model a prediction):
+    /// only then does a request's id travel with its sample.
+    pub fn keeps_predictions(&self) -> bool {
+        self.spec.labels.is_some() && self.features.prediction.is_some()
+    }
+
     pub fn feature_names(&self) -> &[String] {
         &self.features.names
     }
@@ -488,7 +488,7 @@ impl VersionMonitor {
         Some(Pending {
             // The body also goes to a labelling process that asks which answers to label.
             body: body.cloned(),
-            request_id: request_id.filter(|_| features.prediction.is_some()),
+            request_id: request_id.filter(|_| self.keeps_predictions()),
             inputs,
         })
     }
@@ -590,7 +590,7 @@ impl VersionMonitor {
                         "medium"
                     },
                     timestamp: humantime::format_rfc3339_seconds(now).to_string(),
-                    at_ms: unix_ms(now),
+                    at_ms: crate::records::now_ms(),
                     features: Vec::new(),
                     figures: serde_json::json!({
                         kind: if *on == AlertOn::Accuracy { 1.0 - figure } else { figure },
@@ -833,15 +833,10 @@ impl Worker {
     }
 
     fn record(&mut self, started: Instant, sample: Sample) {
-        let reads_body = self
-            .features
-            .sources
-            .iter()
-            .any(|s| matches!(s, Source::Body(_)));
         let body: Option<serde_json::Value> = sample
             .body
             .as_ref()
-            .filter(|_| reads_body)
+            .filter(|_| self.features.reads_body)
             .and_then(|b| serde_json::from_slice(b).ok());
         let mut values = sample.tensors;
         let from_body: Vec<(usize, Value)> = self
@@ -888,7 +883,7 @@ impl Worker {
             shared.history.pop_front();
         }
         shared.history.push_back(serde_json::json!({
-            "at_ms": unix_ms(SystemTime::now()),
+            "at_ms": crate::records::now_ms(),
             "drift_score": evaluation.drift_score,
             "samples": evaluation.samples,
             "drifting": evaluation.drifting().map(|f| f.name.as_str()).collect::<Vec<_>>(),
@@ -930,7 +925,7 @@ impl Worker {
                 "medium"
             },
             timestamp: humantime::format_rfc3339_seconds(now).to_string(),
-            at_ms: unix_ms(now),
+            at_ms: crate::records::now_ms(),
             features: if state == Transition::Fired {
                 drifting
             } else {

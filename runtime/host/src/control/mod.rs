@@ -71,6 +71,26 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// Runs `each_tick` every `tick` for as long as the control plane lives (the loops of
+    /// rollouts and monitoring).
+    fn every<F, Fut>(self: &Arc<Self>, tick: std::time::Duration, each_tick: F)
+    where
+        F: Fn(Arc<ControlPlane>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let control = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            loop {
+                interval.tick().await;
+                let Some(control) = control.upgrade() else {
+                    return;
+                };
+                each_tick(control).await;
+            }
+        });
+    }
+
     pub fn new(
         store: Arc<Store>,
         registry: Arc<Registry>,

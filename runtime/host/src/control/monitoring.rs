@@ -19,34 +19,26 @@ const REPORT_WINDOW: Duration = Duration::from_secs(60);
 impl ControlPlane {
     /// Every `tick`, hands each loaded version's new alerts to [`ControlPlane::handle_alert`].
     pub fn start_monitor_loop(self: &Arc<Self>, tick: Duration) {
-        let control = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(tick);
-            loop {
-                interval.tick().await;
-                let Some(control) = control.upgrade() else {
-                    return;
+        self.every(tick, |control| async move {
+            let versions: Vec<Arc<LoadedFunction>> = control
+                .registry
+                .snapshot()
+                .functions()
+                .flat_map(|(_, serving)| {
+                    std::iter::once(serving.stable.clone())
+                        .chain(serving.rollout.as_ref().map(|l| l.other.clone()))
+                })
+                .collect();
+            for function in versions {
+                let Some(monitor) = &function.monitor else {
+                    continue;
                 };
-                let versions: Vec<Arc<LoadedFunction>> = control
-                    .registry
-                    .snapshot()
-                    .functions()
-                    .flat_map(|(_, serving)| {
-                        std::iter::once(serving.stable.clone())
-                            .chain(serving.rollout.as_ref().map(|l| l.other.clone()))
-                    })
-                    .collect();
-                for function in versions {
-                    let Some(monitor) = &function.monitor else {
-                        continue;
-                    };
-                    control
-                        .metrics
-                        .observe_monitor(function.name(), function.version(), monitor);
-                    monitor.evaluate_service(|| function.outcomes.figures(monitor.spec.window.0));
-                    for alert in monitor.take_pending() {
-                        control.handle_alert(&function, &alert).await;
-                    }
+                control
+                    .metrics
+                    .observe_monitor(function.name(), function.version(), monitor);
+                monitor.evaluate_service(|| function.outcomes.figures(monitor.spec.window.0));
+                for alert in monitor.take_pending() {
+                    control.handle_alert(&function, &alert).await;
                 }
             }
         });

@@ -99,28 +99,20 @@ impl ControlPlane {
     /// Judges every rollout every `tick`, for as long as the control plane lives. A function
     /// busy with a change of its own is judged at the next tick; the others are not held up.
     pub fn start_rollout_loop(self: &Arc<Self>, tick: Duration) {
-        let control = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(tick);
-            loop {
-                interval.tick().await;
-                let Some(control) = control.upgrade() else {
-                    return;
+        self.every(tick, |control| async move {
+            let names: Vec<String> = control
+                .registry
+                .snapshot()
+                .functions()
+                .filter(|(_, s)| s.rollout.is_some())
+                .map(|(name, _)| name.to_string())
+                .collect();
+            for name in names {
+                let Some(guard) = control.registry.try_lock(&name) else {
+                    continue;
                 };
-                let names: Vec<String> = control
-                    .registry
-                    .snapshot()
-                    .functions()
-                    .filter(|(_, s)| s.rollout.is_some())
-                    .map(|(name, _)| name.to_string())
-                    .collect();
-                for name in names {
-                    let Some(guard) = control.registry.try_lock(&name) else {
-                        continue;
-                    };
-                    if let Err(e) = control.judge(&guard) {
-                        tracing::error!(function = %name, "rollout: {e}");
-                    }
+                if let Err(e) = control.judge(&guard) {
+                    tracing::error!(function = %name, "rollout: {e}");
                 }
             }
         });
