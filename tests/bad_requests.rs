@@ -10,7 +10,7 @@
 //! is a bare status, or the connection closed. After the whole table the host still gives correct
 //! answers.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -238,19 +238,16 @@ enum Got {
     Answer {
         status: u16,
         body: Vec<u8>,
+        /// `X-Aifn-Error`: the code of a `/v2` error, whose body is the protocol's
+        /// `{"error": "<message>"}`.
+        error_header: Option<String>,
     },
     /// EOF or reset, after `bytes` of an unfinished answer.
-    Closed {
-        bytes: Vec<u8>,
-    },
+    Closed { bytes: Vec<u8> },
     /// The deadline passed with the connection open.
-    Silent {
-        bytes: Vec<u8>,
-    },
+    Silent { bytes: Vec<u8> },
     /// Not an HTTP/1.x response.
-    Garbage {
-        bytes: Vec<u8>,
-    },
+    Garbage { bytes: Vec<u8> },
 }
 
 impl std::fmt::Display for Got {
@@ -260,7 +257,11 @@ impl std::fmt::Display for Got {
             text.chars().take(300).collect::<String>()
         };
         match self {
-            Got::Answer { status, body } => match serde_json::from_slice::<Value>(body) {
+            Got::Answer {
+                status,
+                body,
+                error_header,
+            } => match serde_json::from_slice::<Value>(body) {
                 Ok(json) if json["error"]["code"].is_string() => {
                     write!(
                         f,
@@ -269,6 +270,12 @@ impl std::fmt::Display for Got {
                         excerpt(body)
                     )
                 }
+                Ok(json) if json["error"].is_string() => write!(
+                    f,
+                    "{status} {} ({})",
+                    error_header.as_deref().unwrap_or("(no x-aifn-error)"),
+                    excerpt(body)
+                ),
                 _ if body.is_empty() => write!(f, "{status} (no body)"),
                 _ => write!(f, "{status} ({})", excerpt(body)),
             },
@@ -430,7 +437,11 @@ impl Responses {
             self.buffer.clear();
             body
         };
-        Got::Answer { status, body }
+        Got::Answer {
+            status,
+            body,
+            error_header: header("x-aifn-error"),
+        }
     }
 
     /// Whether the connection ends with nothing more sent, by the deadline.
@@ -501,6 +512,7 @@ fn mismatch(expect: &Expect, got: Option<&Got>) -> Option<String> {
             Got::Answer {
                 status: actual,
                 body,
+                error_header,
             },
         ) => {
             if actual != status {
@@ -517,13 +529,21 @@ fn mismatch(expect: &Expect, got: Option<&Got>) -> Option<String> {
                     .then(|| format!("{got}: no field `{code}`"));
             }
             let error = &json["error"];
-            if error["code"].as_str() != Some(code.as_str()) {
+            // The Open Inference Protocol's shape on `/v2`: the message is the error, the code
+            // is in a header.
+            let (actual_code, message) = match error.as_str() {
+                Some(message) => (error_header.as_deref(), message),
+                None => (
+                    error["code"].as_str(),
+                    error["message"].as_str().unwrap_or_default(),
+                ),
+            };
+            if actual_code != Some(code.as_str()) {
                 return Some(got.to_string());
             }
-            let message = error["message"].as_str().unwrap_or_default();
             message
                 .is_empty()
-                .then(|| format!("{got}: no `error.message`"))
+                .then(|| format!("{got}: no error message"))
         }
         _ => Some(got.to_string()),
     }

@@ -2,7 +2,7 @@
 //! inference, and each still gets exactly its own answer. A real host, the real text-embedder
 //! model and module, many concurrent clients on 127.0.0.1.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use std::path::Path;
@@ -72,8 +72,10 @@ fn padded_batches_of_different_texts_answer_each_text_exactly() {
     hammer(&host, &cases, 12);
     let (count, sum) = batch_metric(&host);
     assert_eq!(count as usize, cases.len());
+    // Alone, every request would make the mean 1. (It is 2 to 3 on a quiet machine; a loaded CI
+    // machine gave 1.42 once, so the bar is set well above 1 but below that.)
     assert!(
-        sum / count > 1.5,
+        sum / count > 1.25,
         "mean batch {} over {count} requests: requests did not share inferences",
         sum / count
     );
@@ -99,7 +101,7 @@ fn without_padding_only_equal_shapes_merge() {
     let (count, sum) = batch_metric(&host);
     assert_eq!(count as usize, cases.len());
     assert!(
-        sum / count > 1.5,
+        sum / count > 1.25,
         "mean batch {}: equal shapes did not merge",
         sum / count
     );

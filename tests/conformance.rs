@@ -2,7 +2,7 @@
 //! in `tests/conformance/modules` (built from source by setup), run by the host's guest engine.
 //! Every language must give the tensors the case expects, f32 bit for bit, or the same kind of error.
 
-mod support;
+use crate::support;
 
 use aifn_guest::{CallLimits, GuestEngine, GuestError, GuestRequest};
 use aifn_tensor::{Tensor, TensorData};

@@ -21,7 +21,7 @@
 //! `AIFN_CRASH_SEED=N` replays its random choices (what a cut-off command turns out to have done
 //! depends on timing, so a replay may part ways after the first such kill).
 
-mod support;
+use crate::support;
 
 use aifn_host::api::{
     FunctionList, FunctionStatus, History, KeyList, ModelList, Route, VersionList, VersionRole,

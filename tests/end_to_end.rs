@@ -1,7 +1,7 @@
 //! End to end: a real host process, deploys through the real CLI, requests over HTTP on 127.0.0.1,
 //! real wasmtime running the churn predictor's module, real ONNX Runtime running its model.
 
-mod support;
+use crate::support;
 
 use aifn_host::api::{FunctionStatus, KeyView, Route, VersionList};
 use serde_json::json;
@@ -168,10 +168,7 @@ fn bad_requests_get_clear_json_errors() {
     // Without a module in between, tensor errors are the caller's and name the input.
     let reply = host.post("/v2/models/churn-predictor/infer", "[1, 2");
     assert_eq!(reply.status, 400);
-    assert!(reply.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("not valid JSON"));
+    assert!(reply.error_message().contains("not valid JSON"));
     let reply = host.post(
         "/v2/models/churn-predictor/infer",
         r#"{"inputs":[{"name":"features","shape":[1,5],"datatype":"FP32","data":[1,2,3,4,5]}]}"#,

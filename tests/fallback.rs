@@ -3,7 +3,7 @@
 //! (`tests/fixtures/models/slow.onnx`, made by setup) and the churn model as the fallback, on a
 //! real host with short autoscaling windows.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! owner's; the CLI survives a closed pipe. (The bad-request table is `bad_requests.rs`; kill -9 at
 //! any moment is `crash_consistency.rs`.)
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -400,6 +400,28 @@ fn a_slow_upload_is_under_the_control_planes_deadline_not_the_data_planes() {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 2"), "{answer}");
+}
+
+#[test]
+fn an_upload_the_store_cannot_take_gets_the_hosts_answer_not_a_reset() {
+    let dir = temp_dir("hardening-store-fails");
+    let state = dir.join("state");
+    let host = TestHost::start(&state);
+    // Where uploads are written is no longer a directory: every upload fails on the host's side,
+    // as it would on a full disk. The 23 MB model is far more than a socket buffers.
+    std::fs::remove_dir_all(state.join("tmp")).unwrap();
+    std::fs::write(state.join("tmp"), b"not a directory").unwrap();
+    let spec = bundled_spec("sentiment-analyzer", &dir, "sentiment.yaml", &[]);
+    let output = host.cli(&["deploy", spec.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("500") && said.contains("storage"), "{said}");
+    assert!(
+        !said.contains("Broken pipe") && !said.contains("reset"),
+        "{said}"
+    );
+    // The host goes on serving.
+    assert_eq!(host.get("/healthz").status, 200);
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

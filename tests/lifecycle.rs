@@ -2,7 +2,7 @@
 //! rolled back automatically (with a webhook to a receiver on 127.0.0.1), shadow traffic that
 //! never changes what callers see, and a host killed mid-rollout that comes back consistent.
 
-mod support;
+use crate::support;
 
 use aifn_host::api::{FunctionStatus, HistoryEntry, VersionList, VersionRole, VersionView};
 use aifn_host::records::{AuditAction, Phase};

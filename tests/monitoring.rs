@@ -3,116 +3,13 @@
 //! alert naming it, calls the webhooks, and moves the traffic to the fallback model until the
 //! traffic is normal again.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use support::*;
-
-/// Customers drawn as `functions/churn-predictor/model/train.py` draws its training data (a
-/// small deterministic generator, so the test needs no crate): lognormal spend, exponential days,
-/// Poisson tickets, tiers 50/30/20.
-struct Customers {
-    state: u64,
-}
-
-impl Customers {
-    fn uniform(&mut self) -> f64 {
-        self.state = self
-            .state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn next(&mut self, spend_factor: f64) -> Value {
-        let normal = (-2.0 * self.uniform().ln()).sqrt()
-            * (2.0 * std::f64::consts::PI * self.uniform()).cos();
-        let spend = (60f64.ln() + 0.6 * normal).exp() * spend_factor;
-        let days = (-self.uniform().ln() * 30.0).min(365.0);
-        // Poisson(0.8) by Knuth's method.
-        let (limit, mut product, mut tickets) = ((-0.8f64).exp(), 1.0, -1);
-        while product > limit {
-            product *= self.uniform();
-            tickets += 1;
-        }
-        let u = self.uniform();
-        let tier = if u < 0.5 {
-            "basic"
-        } else if u < 0.8 {
-            "standard"
-        } else {
-            "premium"
-        };
-        json!({
-            "avg_monthly_spend": (spend * 100.0).round() / 100.0,
-            "days_since_last_purchase": (days * 10.0).round() / 10.0,
-            "support_tickets_last_30d": tickets,
-            "subscription_tier": tier,
-        })
-    }
-}
-
-/// Customers sent from a few clients (each spend multiplied by the current factor) until
-/// stopped, with the answers of each variant counted.
-struct Traffic {
-    spend_factor: std::sync::atomic::AtomicU64,
-    stop: AtomicBool,
-    fallback_answers: AtomicUsize,
-    primary_answers: AtomicUsize,
-}
-
-impl Traffic {
-    fn new(spend_factor: f64) -> Traffic {
-        Traffic {
-            spend_factor: std::sync::atomic::AtomicU64::new(spend_factor.to_bits()),
-            stop: AtomicBool::new(false),
-            fallback_answers: AtomicUsize::new(0),
-            primary_answers: AtomicUsize::new(0),
-        }
-    }
-
-    fn set_spend(&self, factor: f64) {
-        self.spend_factor.store(factor.to_bits(), Ordering::Relaxed);
-    }
-
-    fn fallback_answers(&self) -> usize {
-        self.fallback_answers.load(Ordering::Relaxed)
-    }
-
-    fn primary_answers(&self) -> usize {
-        self.primary_answers.load(Ordering::Relaxed)
-    }
-
-    /// One client per seed, in `scope`.
-    fn start<'s>(
-        &'s self,
-        scope: &'s std::thread::Scope<'s, '_>,
-        host: &'s TestHost,
-        seeds: [u64; 2],
-    ) {
-        for seed in seeds {
-            scope.spawn(move || self.client(host, seed));
-        }
-    }
-
-    fn client(&self, host: &TestHost, seed: u64) {
-        let mut customers = Customers { state: seed };
-        let started = Instant::now();
-        // Bounded: the test stops it, and it stops itself after 2 minutes in any case.
-        while !self.stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
-            let factor = f64::from_bits(self.spend_factor.load(Ordering::Relaxed));
-            let reply = host.post("/v1/churn", &customers.next(factor).to_string());
-            assert_eq!(reply.status, 200, "{}", reply.body);
-            match reply.header("x-aifn-variant") {
-                Some("fallback") => self.fallback_answers.fetch_add(1, Ordering::Relaxed),
-                _ => self.primary_answers.fetch_add(1, Ordering::Relaxed),
-            };
-        }
-    }
-}
 
 /// Waits for a webhook notice whose `event` is `event`, returning it.
 fn notice(received: &mpsc::Receiver<(Instant, Value)>, event: &str, limit: Duration) -> Value {

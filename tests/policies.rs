@@ -1,7 +1,7 @@
 //! Per-endpoint policies against a real host: API keys, JWTs, IP allowlists, rate limits, the
 //! response cache, deadlines, body limits and the concurrency bound.
 
-mod support;
+use crate::support;
 
 use aifn_host::api::Route;
 use serde_json::{json, Value};

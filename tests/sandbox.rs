@@ -3,7 +3,7 @@
 //! instance per request, failures that name the function and version. (Deadlines, memory caps and
 //! traps are in `end_to_end.rs`.)
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::*;

@@ -1,7 +1,7 @@
 //! The bundled sentiment analyzer, deployed from its folder as written, against the held-out
 //! labelled sentences that `functions/sentiment-analyzer/model/train.py` never trained on.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::*;

@@ -2,7 +2,7 @@
 //! `aifn deploy` builds its module from source first (and again only when a source changes), and the
 //! function answers on a real host.
 
-mod support;
+use crate::support;
 
 use support::*;
 

@@ -4,7 +4,7 @@
 //! Token ids come from the real WASM module run by the host's guest engine; embeddings from the
 //! real host over HTTP, with the model fetched by setup.
 
-mod support;
+use crate::support;
 
 use aifn_guest::{CallLimits, GuestEngine, GuestRequest};
 use aifn_tensor::TensorData;

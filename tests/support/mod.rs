@@ -5,11 +5,11 @@
 
 use aifn_host::api::{self, Route};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -114,19 +114,28 @@ impl TestHost {
 
     /// Starts `aifn serve` on a free port and waits until it says where it listens.
     pub fn start_with(state: &Path, extra_args: &[&str]) -> TestHost {
+        Self::start_with_env(state, extra_args, &[])
+    }
+
+    /// [`TestHost::start_with`], with environment variables for the host (`AIFN_LOG`, say).
+    /// Its log is `state.log` (`state` with the extension `log`).
+    pub fn start_with_env(state: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> TestHost {
         let log = std::fs::File::create(state.with_extension("log")).unwrap();
+        // A free port unless the caller names one (`--listen` may be given once).
+        let listen: &[&str] = if extra_args.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_aifn"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+            .arg("serve")
+            .args(listen)
+            .args(["--admin-listen", "127.0.0.1:0"])
             .arg("--state-dir")
             .arg(state)
             .args(["--admin-token", ADMIN_TOKEN])
             .args(extra_args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -166,6 +175,21 @@ impl TestHost {
         self.child.id()
     }
 
+    /// SIGTERM, as Kubernetes stops a pod; waits (at most `limit`) for the process to exit and
+    /// says how it exited and how long it took.
+    pub fn terminate(mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let sent = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exited = wait_until("the host to exit after SIGTERM", limit, || {
+            self.child.try_wait().unwrap()
+        });
+        (exited, sent.elapsed())
+    }
+
     /// `kill -9`: no chance to clean up.
     pub fn kill(mut self) {
         self.child.kill().unwrap();
@@ -192,11 +216,26 @@ impl TestHost {
         let output = self.cli(args);
         assert!(
             output.status.success(),
-            "aifn {args:?} failed:\n{}{}",
+            "aifn {args:?} failed:\n{}{}\n{}",
             String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&output.stderr),
+            self.log_tail()
         );
         String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// The end of the host's log and whether it still runs: what a failed call's message needs.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.state.with_extension("log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        // An exited child that nobody waited for is a zombie: its /proc entry stays.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()));
+        let alive = status.is_ok_and(|s| !s.contains("State:\tZ"));
+        format!(
+            "the host ({}) logged, last:\n{}",
+            if alive { "still running" } else { "exited" },
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
     }
 
     pub fn post(&self, path: &str, body: &str) -> Reply {
@@ -292,10 +331,26 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The `error.code` of a JSON error body.
+    /// The `error.code` of a JSON error body; on `/v2` routes, whose body is the Open Inference
+    /// Protocol's `{"error": "<message>"}`, the `X-Aifn-Error` header.
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"]
+        let json = self.json();
+        match json["error"].as_str() {
+            Some(_) => self.header("x-aifn-error").unwrap_or_default().to_string(),
+            None => json["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        }
+    }
+
+    /// The message of a JSON error body, in either shape.
+    pub fn error_message(&self) -> String {
+        let json = self.json();
+        let error = &json["error"];
+        error
             .as_str()
+            .or(error["message"].as_str())
             .unwrap_or_default()
             .to_string()
     }
@@ -577,4 +632,107 @@ pub fn webhook_receiver() -> (String, mpsc::Receiver<(std::time::Instant, Value)
         }
     });
     (url, rx)
+}
+
+/// Customers drawn as `functions/churn-predictor/model/train.py` draws its training data (a
+/// small deterministic generator, so the test needs no crate): lognormal spend, exponential days,
+/// Poisson tickets, tiers 50/30/20.
+pub struct Customers {
+    pub state: u64,
+}
+
+impl Customers {
+    fn uniform(&mut self) -> f64 {
+        self.state = self
+            .state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    pub fn next(&mut self, spend_factor: f64) -> Value {
+        let normal = (-2.0 * self.uniform().ln()).sqrt()
+            * (2.0 * std::f64::consts::PI * self.uniform()).cos();
+        let spend = (60f64.ln() + 0.6 * normal).exp() * spend_factor;
+        let days = (-self.uniform().ln() * 30.0).min(365.0);
+        // Poisson(0.8) by Knuth's method.
+        let (limit, mut product, mut tickets) = ((-0.8f64).exp(), 1.0, -1);
+        while product > limit {
+            product *= self.uniform();
+            tickets += 1;
+        }
+        let u = self.uniform();
+        let tier = if u < 0.5 {
+            "basic"
+        } else if u < 0.8 {
+            "standard"
+        } else {
+            "premium"
+        };
+        json!({
+            "avg_monthly_spend": (spend * 100.0).round() / 100.0,
+            "days_since_last_purchase": (days * 10.0).round() / 10.0,
+            "support_tickets_last_30d": tickets,
+            "subscription_tier": tier,
+        })
+    }
+}
+
+/// Customers sent from a few clients (each spend multiplied by the current factor) until
+/// stopped, with the answers of each variant counted.
+pub struct Traffic {
+    spend_factor: std::sync::atomic::AtomicU64,
+    pub stop: AtomicBool,
+    fallback_answers: AtomicUsize,
+    primary_answers: AtomicUsize,
+}
+
+impl Traffic {
+    pub fn new(spend_factor: f64) -> Traffic {
+        Traffic {
+            spend_factor: std::sync::atomic::AtomicU64::new(spend_factor.to_bits()),
+            stop: AtomicBool::new(false),
+            fallback_answers: AtomicUsize::new(0),
+            primary_answers: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn set_spend(&self, factor: f64) {
+        self.spend_factor.store(factor.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn fallback_answers(&self) -> usize {
+        self.fallback_answers.load(Ordering::Relaxed)
+    }
+
+    pub fn primary_answers(&self) -> usize {
+        self.primary_answers.load(Ordering::Relaxed)
+    }
+
+    /// One client per seed, in `scope`.
+    pub fn start<'s>(
+        &'s self,
+        scope: &'s std::thread::Scope<'s, '_>,
+        host: &'s TestHost,
+        seeds: [u64; 2],
+    ) {
+        for seed in seeds {
+            scope.spawn(move || self.client(host, seed));
+        }
+    }
+
+    fn client(&self, host: &TestHost, seed: u64) {
+        let mut customers = Customers { state: seed };
+        let started = Instant::now();
+        // Bounded: the test stops it, and it stops itself after 2 minutes in any case.
+        while !self.stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
+            let factor = f64::from_bits(self.spend_factor.load(Ordering::Relaxed));
+            let reply = host.post("/v1/churn", &customers.next(factor).to_string());
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            match reply.header("x-aifn-variant") {
+                Some("fallback") => self.fallback_answers.fetch_add(1, Ordering::Relaxed),
+                _ => self.primary_answers.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! What a deploy sends: the spec text and the files it references, resolved next to the spec file.
+//! What a deploy sends: the spec text and the files it references, resolved next to the spec file;
+//! and the same written out as a directory a pod serves (`aifn bundle`, `aifn serve --bundle`).
 
 use aifn_host::records::Digest;
 use anyhow::{bail, Context as _};
@@ -6,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 pub struct Artifact {
     pub path: PathBuf,
+    /// As the spec names it, relative to the spec's directory (or absolute).
+    pub relative: String,
     pub bytes: Vec<u8>,
     pub digest: Digest,
 }
@@ -88,6 +91,7 @@ fn read_artifact(dir: &Path, relative: &str, field: &str) -> anyhow::Result<Arti
     let digest = Digest::of(&bytes);
     Ok(Artifact {
         path,
+        relative: relative.to_string(),
         bytes,
         digest,
     })
@@ -107,4 +111,143 @@ pub fn render_spec_errors(path: &Path, errors: &aifn_spec::SpecErrors) -> String
         if count == 1 { "" } else { "s" },
         path.display()
     )
+}
+
+/// The spec's name inside a bundle directory, and the manifest beside it.
+pub const BUNDLE_SPEC: &str = "function.yaml";
+pub const BUNDLE_MANIFEST: &str = "bundle.json";
+
+/// `bundle.json`: what a bundle directory holds, so that a pod serves exactly what was bundled.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    /// Over the spec text and every file's path and digest: the version's identity (image tags).
+    pub digest: Digest,
+    pub spec: BundleFile,
+    pub files: Vec<BundleFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BundleFile {
+    pub path: String,
+    pub sha256: Digest,
+    pub size: u64,
+}
+
+impl Bundle {
+    /// Writes the spec (as written) and each file it names, at its path below `out`, then the
+    /// manifest. A file outside the spec's directory is refused before anything is written: the
+    /// bundle must stand on its own.
+    pub fn write_to(&self, out: &Path) -> anyhow::Result<Manifest> {
+        let fields = [
+            ("spec.model.path", &self.model),
+            ("spec.module.path", &self.module),
+            ("spec.fallback.model.path", &self.fallback_model),
+            ("spec.monitoring.reference", &self.monitoring_reference),
+        ];
+        let mut files = Vec::new();
+        for (field, artifact) in fields {
+            let Some(artifact) = artifact else { continue };
+            let relative = Path::new(&artifact.relative);
+            let inside = relative.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            });
+            if !inside {
+                bail!(
+                    "{field}: {} is not below the spec's directory; a bundle holds only files the \
+                     spec names by a relative path below it",
+                    artifact.relative
+                );
+            }
+            files.push((artifact.relative.clone(), artifact));
+        }
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let mut listed = Vec::new();
+        for (relative, artifact) in &files {
+            let target = out.join(relative);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::write(&target, &artifact.bytes)
+                .with_context(|| format!("writing {}", target.display()))?;
+            listed.push(BundleFile {
+                path: relative.clone(),
+                sha256: artifact.digest.clone(),
+                size: artifact.bytes.len() as u64,
+            });
+        }
+        let spec_path = out.join(BUNDLE_SPEC);
+        std::fs::write(&spec_path, &self.spec_yaml)
+            .with_context(|| format!("writing {}", spec_path.display()))?;
+        let spec = BundleFile {
+            path: BUNDLE_SPEC.to_string(),
+            sha256: Digest::of(self.spec_yaml.as_bytes()),
+            size: self.spec_yaml.len() as u64,
+        };
+        let manifest = Manifest {
+            name: self.spec.metadata.name.clone(),
+            digest: bundle_digest(&spec, &listed),
+            spec,
+            files: listed,
+        };
+        let manifest_path = out.join(BUNDLE_MANIFEST);
+        std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)
+            .with_context(|| format!("writing {}", manifest_path.display()))?;
+        Ok(manifest)
+    }
+}
+
+fn bundle_digest(spec: &BundleFile, files: &[BundleFile]) -> Digest {
+    let mut text = format!("{} {}\n", spec.path, spec.sha256);
+    for file in files {
+        text.push_str(&format!("{} {}\n", file.path, file.sha256));
+    }
+    Digest::of(text.as_bytes())
+}
+
+/// Checks every file of the bundle in `dir` against its manifest, and loads it. Nothing else is
+/// read: a pod serves what was bundled or refuses to start, naming the file that differs.
+pub fn load_bundle_dir(dir: &Path) -> anyhow::Result<(Manifest, Bundle)> {
+    let manifest_path = dir.join(BUNDLE_MANIFEST);
+    let text = std::fs::read(&manifest_path).with_context(|| {
+        format!(
+            "reading {} (make a bundle with `aifn bundle function.yaml --out DIR`)",
+            manifest_path.display()
+        )
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a bundle manifest", manifest_path.display()))?;
+    for file in std::iter::once(&manifest.spec).chain(&manifest.files) {
+        let path = dir.join(&file.path);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("bundle file {}", path.display()))?;
+        let digest = Digest::of(&bytes);
+        if digest != file.sha256 {
+            bail!(
+                "bundle file {} is not the one bundled: its sha256 is {digest}, the manifest says {}",
+                path.display(),
+                file.sha256
+            );
+        }
+    }
+    if bundle_digest(&manifest.spec, &manifest.files) != manifest.digest {
+        bail!(
+            "{}: its digest does not match its files",
+            manifest_path.display()
+        );
+    }
+    let bundle = Bundle::load(&dir.join(&manifest.spec.path))?;
+    let named: Vec<&str> = bundle.artifacts().map(|a| a.relative.as_str()).collect();
+    let listed: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    if named != listed {
+        bail!(
+            "{}: the spec names {named:?}, the manifest lists {listed:?}",
+            manifest_path.display()
+        );
+    }
+    Ok((manifest, bundle))
 }

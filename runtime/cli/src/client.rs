@@ -8,7 +8,11 @@ use aifn_spec::RolloutStrategy;
 use anyhow::{bail, Context as _};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::path::Path;
 use std::time::Duration;
+
+/// How many times one artifact's upload is tried when its connection breaks.
+const UPLOAD_ATTEMPTS: u32 = 3;
 
 pub struct Client {
     base: String,
@@ -17,17 +21,37 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: &str, token: String) -> Client {
-        let agent = ureq::Agent::config_builder()
+    /// A client of the host at `base` (http:// or https://); `ca_file` holds the CA
+    /// certificates an https host's certificate must chain to (else the public web roots).
+    pub fn new(base: &str, token: String, ca_file: Option<&Path>) -> anyhow::Result<Client> {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(300)))
-            .build()
-            .into();
-        Client {
+            .timeout_global(Some(Duration::from_secs(300)));
+        if let Some(ca_file) = ca_file {
+            let pem = std::fs::read(ca_file)
+                .with_context(|| format!("reading the CA file {}", ca_file.display()))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("reading the CA file {}", ca_file.display()))?;
+            if certs.is_empty() {
+                bail!("{} holds no PEM certificate", ca_file.display());
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build(),
+            );
+        }
+        Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             token,
-            agent,
-        }
+            agent: config.build().into(),
+        })
     }
 
     fn url(&self, route: Route<'_>) -> String {
@@ -80,6 +104,25 @@ impl Client {
 
     fn get<T: DeserializeOwned>(&self, route: Route<'_>) -> anyhow::Result<T> {
         self.call("GET", route, None::<&()>)
+    }
+
+    /// The dashboard's address, with the token in the fragment (which a browser never sends;
+    /// the page keeps it in the tab).
+    pub fn dashboard_url(&self) -> String {
+        let token: String = self
+            .token
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        format!(
+            "{}/dashboard#token={token}",
+            self.base.trim_end_matches('/')
+        )
     }
 
     pub fn list(&self) -> anyhow::Result<api::FunctionList> {
@@ -151,6 +194,14 @@ impl Client {
         self.call("PUT", Route::Model(id), Some(&request))
     }
 
+    pub fn tracing(&self) -> anyhow::Result<api::Tracing> {
+        self.get(Route::Tracing)
+    }
+
+    pub fn set_tracing(&self, change: &api::Tracing) -> anyhow::Result<api::Tracing> {
+        self.call("PUT", Route::Tracing, Some(change))
+    }
+
     pub fn keys(&self) -> anyhow::Result<api::KeyList> {
         self.get(Route::Keys)
     }
@@ -176,13 +227,29 @@ impl Client {
         if head.status() == 200 {
             return Ok(());
         }
-        let mut response = self
-            .agent
-            .put(&url)
-            .header("authorization", self.auth())
-            .header("content-type", "application/octet-stream")
-            .send(bytes)
-            .context("uploading an artifact")?;
+        // An upload is idempotent (the host keys it by its digest), so a connection lost in the
+        // middle of one is retried on a fresh connection before the command gives up.
+        let mut attempt = 1;
+        let mut response = loop {
+            let sent = self
+                .agent
+                .put(&url)
+                .header("authorization", self.auth())
+                .header("content-type", "application/octet-stream")
+                .send(bytes);
+            match sent {
+                Ok(response) => break response,
+                Err(ureq::Error::Io(e)) if attempt < UPLOAD_ATTEMPTS => {
+                    eprintln!("uploading {digest}: {e}; retrying ({attempt}/{UPLOAD_ATTEMPTS})");
+                    std::thread::sleep(Duration::from_millis(250 * attempt as u64));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("uploading an artifact (tried {attempt} times)"))
+                }
+            }
+        };
         if !response.status().is_success() {
             bail!(
                 "uploading {digest} failed ({}): {}",

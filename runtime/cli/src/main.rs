@@ -24,14 +24,33 @@ use std::sync::Arc;
     about = "Serverless AI functions: WASM preprocessing next to ONNX models"
 )]
 struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line) for
+    /// log shippers. `AIFN_LOG` filters them (`info`, `aifn::access=off`, ...).
+    #[arg(long, global = true, env = "AIFN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run a host: data plane, control plane and v2 inference protocol on one address.
     Serve(ServeArgs),
+    /// Write a function version as a directory a pod serves (`aifn serve --bundle DIR`): the spec,
+    /// each file it names, and bundle.json with their sha256 and the bundle's digest. Builds the
+    /// module first if the spec says how.
+    Bundle {
+        spec: PathBuf,
+        /// The directory to write (created if absent).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run a host with the given functions deployed, in one process (the quick start).
     Up {
         /// Function specs to deploy.
@@ -180,6 +199,23 @@ enum Command {
     /// API keys for endpoints with `auth: api_key`.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the address of the host's dashboard (live charts, rollouts, drift, alerts), with
+    /// the admin token in its fragment; --open opens it in the desktop's browser.
+    Dashboard {
+        #[arg(long)]
+        open: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Show the host's trace export, or change its sample rate while it runs.
+    Tracing {
+        /// The share of requests head sampling keeps, 0 to 1 (errors and requests over their
+        /// target_latency are exported whatever it is).
+        #[arg(long)]
+        sample_rate: Option<f64>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -259,6 +295,17 @@ struct ServeArgs {
     /// How long a client may take to send a request's headers, in milliseconds (slow clients are cut off).
     #[arg(long, env = "AIFN_HEADER_TIMEOUT_MS", default_value_t = HostConfig::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64, value_parser = at_least::<1, u64>)]
     header_timeout_ms: u64,
+    /// Bundle directories to serve (`aifn bundle`), each checked against its manifest before
+    /// anything loads: how a pod starts. Repeatable.
+    #[arg(long = "bundle", env = "AIFN_BUNDLE", value_delimiter = ',')]
+    bundles: Vec<PathBuf>,
+    /// After SIGTERM, readiness says no at once and requests are still taken this long, so that
+    /// load balancers take the host out before it stops listening, in milliseconds.
+    #[arg(long, env = "AIFN_SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    shutdown_delay_ms: u64,
+    /// Then, how long open connections may take to finish their requests, in seconds.
+    #[arg(long, env = "AIFN_DRAIN_TIMEOUT_SECS", default_value_t = HostConfig::DEFAULT_DRAIN_TIMEOUT.as_secs())]
+    drain_timeout_secs: u64,
     /// Deadline of one module call when the spec sets none, in milliseconds.
     #[arg(long, env = "AIFN_MODULE_TIMEOUT_MS", default_value_t = HostConfig::DEFAULT_MODULE_TIMEOUT.as_millis() as u64, value_parser = at_least::<1, u64>)]
     module_timeout_ms: u64,
@@ -302,6 +349,26 @@ struct ServeArgs {
     /// JSON Web Key Set file with the RS256 keys that verify JWTs on `auth: jwt` endpoints.
     #[arg(long, env = "AIFN_JWT_JWKS")]
     jwt_jwks: Option<PathBuf>,
+    /// OAuth2 client id the host presents at token introspection endpoints (`jwt.introspection`).
+    #[arg(
+        long,
+        env = "AIFN_INTROSPECTION_CLIENT_ID",
+        requires = "introspection_client_secret"
+    )]
+    introspection_client_id: Option<String>,
+    /// Its client secret.
+    #[arg(long, env = "AIFN_INTROSPECTION_CLIENT_SECRET", hide_env_values = true)]
+    introspection_client_secret: Option<String>,
+    /// PEM certificate chain: both listeners then speak TLS only (ALPN h2 and http/1.1). Read
+    /// again when it or the key changes.
+    #[arg(long, env = "AIFN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "AIFN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "AIFN_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Requests per second the host accepts for all functions together (429 above).
     #[arg(long, env = "AIFN_MAX_REQUESTS_PER_SECOND", value_parser = positive_rate)]
     max_requests_per_second: Option<f64>,
@@ -314,6 +381,35 @@ struct ServeArgs {
     /// How often rollouts are judged, in milliseconds.
     #[arg(long, env = "AIFN_ROLLOUT_TICK_MS", default_value_t = HostConfig::DEFAULT_ROLLOUT_TICK.as_millis() as u64, value_parser = at_least::<10, u64>)]
     rollout_tick_ms: u64,
+    /// Log a line per request (route, status, latency, version, cache, caller, request id) on the
+    /// `aifn::access` target.
+    #[arg(long, env = "AIFN_ACCESS_LOG")]
+    access_log: bool,
+    /// Export traces of data-plane requests to this OTLP collector (`http://HOST:4318` for
+    /// HTTP/protobuf, `http://HOST:4317` for gRPC).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// OTLP's transport: `http/protobuf` or `grpc`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "http/protobuf", value_parser = ["http/protobuf", "grpc"])]
+    otlp_protocol: String,
+    /// The share of requests whose traces head sampling keeps (0 to 1; `aifn tracing
+    /// --sample-rate` changes it while the host runs). A caller's sampled `traceparent` is
+    /// followed; errors and requests over their target_latency are exported whatever the rate.
+    #[arg(long, env = "AIFN_TRACE_SAMPLE_RATE", default_value_t = 0.01, value_parser = share)]
+    trace_sample_rate: f64,
+    /// The `service.name` the traces carry.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "aifn")]
+    service_name: String,
+}
+
+fn share(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if !(0.0..=1.0).contains(&value) {
+        return Err("must be from 0 to 1".into());
+    }
+    Ok(value)
 }
 
 /// A whole number of at least `MIN`; clap names the flag when it is not.
@@ -364,6 +460,9 @@ struct RemoteArgs {
     /// State directory to read the admin token from.
     #[arg(long, env = "AIFN_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for an https:// host (instead of the public web roots).
+    #[arg(long, env = "AIFN_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 /// Blocks of 256 KiB and more are mapped on their own and unmapped when freed. glibc otherwise
@@ -377,25 +476,32 @@ fn return_large_frees_to_the_kernel() {
 }
 
 fn main() -> ExitCode {
-    // Die quietly when stdout's reader goes away (`aifn ls | head -1`), as other tools do, instead
-    // of panicking on the failed write.
-    #[cfg(unix)]
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_) | Command::Up { .. });
     if serving {
         return_large_frees_to_the_kernel();
+    } else {
+        // Die quietly when stdout's reader goes away (`aifn ls | head -1`), as other tools do,
+        // instead of panicking on the failed write. Never in a host: there a client that closes
+        // its connection while TLS writes to it (writev, which has no MSG_NOSIGNAL) would kill
+        // the process; ignored, the write fails and only that connection ends.
+        #[cfg(unix)]
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
     }
     let default_level = if serving { "info" } else { "warn" };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AIFN_LOG")
                 .unwrap_or_else(|_| default_level.into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // One flat object per line: the event's fields beside `timestamp`, `level` and `target`.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -442,6 +548,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { specs, print } => validate(&specs, print),
+        Command::Bundle { spec, out } => {
+            build::build(&spec, false)?;
+            let manifest = Bundle::load(&spec)?.write_to(&out)?;
+            println!(
+                "bundled {} into {} ({} files, {})",
+                manifest.name,
+                out.display(),
+                manifest.files.len() + 1,
+                manifest.digest
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Deploy {
             spec,
             canary,
@@ -637,6 +755,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("revoked {id}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dashboard { open, remote } => {
+            let client = remote.client()?;
+            client.list()?; // the host answers, and takes the token
+            let url = client.dashboard_url();
+            println!("{url}");
+            if open {
+                let opened = std::process::Command::new("xdg-open")
+                    .arg(&url)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                if !opened.is_ok_and(|s| s.success()) {
+                    eprintln!("could not open a browser (xdg-open); open the address above");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tracing {
+            sample_rate,
+            remote,
+        } => {
+            let client = remote.client()?;
+            let tracing = match sample_rate {
+                Some(sample_rate) => client.set_tracing(&api::Tracing {
+                    sample_rate,
+                    endpoint: None,
+                })?,
+                None => client.tracing()?,
+            };
+            println!("{}", serde_json::to_string_pretty(&tracing)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -701,7 +851,7 @@ impl RemoteArgs {
                     })?
             }
         };
-        Ok(Client::new(&host, token))
+        Client::new(&host, token, self.ca_file.as_deref())
     }
 }
 
@@ -735,11 +885,18 @@ fn validate(specs: &[PathBuf], print: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
-    // Read every spec before starting, so a typo fails fast.
-    let bundles = specs
+    // Read every spec before starting, so a typo fails fast. Bundle directories are served as
+    // they were bundled: checked, never built.
+    let mut bundles = specs
         .iter()
         .map(|p| build::build(p, false).and_then(|_| Bundle::load(p)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for dir in &args.bundles {
+        let (manifest, bundle) = bundle::load_bundle_dir(dir)?;
+        tracing::info!(bundle = %dir.display(), digest = %manifest.digest, "bundle checked");
+        bundles.push(bundle);
+    }
+    let shutdown_delay = std::time::Duration::from_millis(args.shutdown_delay_ms);
     let mut config = HostConfig::new(
         args.listen,
         args.state_dir.unwrap_or_else(default_state_dir),
@@ -754,6 +911,7 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     config.module_timeout = std::time::Duration::from_millis(args.module_timeout_ms);
     config.max_module_output_bytes = args.max_module_output_bytes;
     config.header_read_timeout = std::time::Duration::from_millis(args.header_timeout_ms);
+    config.drain_timeout = std::time::Duration::from_secs(args.drain_timeout_secs);
     config.max_tensor_elements = args.max_tensor_elements;
     config.max_batch_bytes = args.max_batch_bytes;
     config.idle_spin = std::time::Duration::from_micros(args.idle_spin_us);
@@ -765,6 +923,17 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     config.max_headers = args.max_headers;
     config.jwt_secret = args.jwt_secret;
     config.jwt_jwks = args.jwt_jwks;
+    config.introspection_client = aifn_host::policy::introspection::ClientCredentials {
+        id: args.introspection_client_id,
+        secret: args.introspection_client_secret,
+    };
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(aifn_host::http::tls::TlsFiles {
+            cert,
+            key,
+            client_ca: args.tls_client_ca,
+        });
+    }
     config.max_requests_per_second = args.max_requests_per_second;
     if let Some(max) = args.max_instances {
         config.max_instances_per_function = max;
@@ -775,6 +944,19 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     config.webhook_url = args.webhook_url;
     config.keep_versions = args.keep_versions;
     config.rollout_tick = std::time::Duration::from_millis(args.rollout_tick_ms);
+    config.access_log = args.access_log;
+    config.traces = args
+        .otlp_endpoint
+        .map(|endpoint| aifn_host::traces::TraceConfig {
+            endpoint,
+            protocol: if args.otlp_protocol == "grpc" {
+                aifn_host::traces::OtlpProtocol::Grpc
+            } else {
+                aifn_host::traces::OtlpProtocol::HttpProtobuf
+            },
+            sample_rate: args.trace_sample_rate,
+            service_name: args.service_name,
+        });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("aifn-io")
@@ -788,9 +970,10 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
         let control = tokio::net::TcpListener::bind(host.config.admin_listen)
             .await
             .with_context(|| format!("listening on {}", host.config.admin_listen))?;
-        let control_base = format!("http://{}", control.local_addr()?);
+        let scheme = if host.tls.is_some() { "https" } else { "http" };
+        let control_base = format!("{scheme}://{}", control.local_addr()?);
         host.restore().await?;
-        let base = format!("http://{address}");
+        let base = format!("{scheme}://{address}");
         let _ = host.data_url.set(base.clone());
         // Where this host's admin token may be sent (see `RemoteArgs::client`).
         aifn_host::store::write_atomically(
@@ -811,13 +994,43 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
         println!("aifn control plane on {control_base}");
         println!("aifn listening on {base}");
         std::io::stdout().flush()?;
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
+        // SIGTERM (a pod's stop) or Ctrl-C: readiness says no at once; requests are still taken
+        // for the shutdown delay; then the listener stops and open connections drain.
+        let registry = host.registry.clone();
+        let shutdown = async move {
+            stop_signal().await;
+            registry.set_draining();
+            tracing::info!(delay = ?shutdown_delay, "stopping: readiness says no");
+            tokio::time::sleep(shutdown_delay).await;
+            tracing::info!("stopping: no new connections; draining");
         };
+        let tracer = host.tracer.clone();
         aifn_host::http::serve(host, listener, shutdown).await?;
+        if let Some(tracer) = tracer {
+            // The SDK's export thread blocks while it flushes.
+            tokio::task::spawn_blocking(move || tracer.shutdown()).await?;
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// SIGTERM or SIGINT (Ctrl-C), whichever comes first.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                return;
+            }
+            Err(e) => tracing::warn!("cannot listen for SIGTERM: {e}"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// `aifn up`: the same deploy as over HTTP, without the round trip.

@@ -40,6 +40,8 @@ pub enum Route<'a> {
     Keys,
     /// DELETE: [`Revoked`].
     Key(&'a str),
+    /// GET: [`Tracing`]; PUT [`Tracing`] (a new sample rate): [`Tracing`].
+    Tracing,
 }
 
 impl<'a> Route<'a> {
@@ -63,6 +65,7 @@ impl<'a> Route<'a> {
             Route::Model(id) => format!("{p}/models/{id}"),
             Route::Keys => format!("{p}/keys"),
             Route::Key(id) => format!("{p}/keys/{id}"),
+            Route::Tracing => format!("{p}/tracing"),
         }
     }
 
@@ -86,9 +89,20 @@ impl<'a> Route<'a> {
             ["models", id] => Route::Model(id),
             ["keys"] => Route::Keys,
             ["keys", id] => Route::Key(id),
+            ["tracing"] => Route::Tracing,
             _ => return None,
         })
     }
+}
+
+/// The host's trace export: where to, and the share of requests head sampling keeps (errors and
+/// requests over their function's `target_latency` are exported whatever it is).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tracing {
+    pub sample_rate: f64,
+    /// The OTLP endpoint (read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// What `POST /admin/v1/functions` receives.
@@ -260,6 +274,23 @@ pub struct ScalingView {
     pub max: usize,
     pub capacity: usize,
     pub ceiling: usize,
+    /// The autoscaler's last resizes of this version's pools, oldest first.
+    #[serde(default)]
+    pub decisions: Vec<ScalingDecision>,
+}
+
+/// One resize by the autoscaler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingDecision {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// `primary` or `fallback`.
+    pub variant: String,
+    pub from: usize,
+    pub to: usize,
+    pub reason: String,
+    /// In panic mode (a burst) the autoscaler does not scale down.
+    pub panic: bool,
 }
 
 /// A rollout in progress.

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct HostConfig {
+    /// TLS for both listeners (`None`: plaintext).
+    pub tls: Option<crate::http::tls::TlsFiles>,
     /// Where the data plane (functions' routes, the v2 protocol, probes) is served.
     pub listen: SocketAddr,
     /// Where the control plane (`/admin/v1/...`) and `/metrics` are served: loopback by default,
@@ -28,6 +30,8 @@ pub struct HostConfig {
     pub request_timeout: Duration,
     /// How long a client may take to send the request headers.
     pub header_read_timeout: Duration,
+    /// When the host stops, how long open connections may take to finish their requests.
+    pub drain_timeout: Duration,
     /// Deadline of one preprocess or postprocess call when the spec sets none.
     pub module_timeout: Duration,
     /// Memory cap of one module instance when the spec sets no `resources.memory`.
@@ -58,6 +62,8 @@ pub struct HostConfig {
     pub jwt_secret: Option<String>,
     /// JSON Web Key Set with the RS256 keys for `auth: jwt` endpoints.
     pub jwt_jwks: Option<PathBuf>,
+    /// The host's OAuth2 client credentials at token introspection endpoints (HTTP Basic).
+    pub introspection_client: crate::policy::introspection::ClientCredentials,
     /// Requests per second the host accepts for all functions together (429 above).
     pub max_requests_per_second: Option<f64>,
     /// How often the autoscaler observes each function and decides.
@@ -74,6 +80,10 @@ pub struct HostConfig {
     pub keep_versions: usize,
     /// `libonnxruntime.so` to load; `None`: find it (see `aifn_model::locate_onnxruntime`).
     pub onnxruntime: Option<PathBuf>,
+    /// Write a line per request on the `aifn::access` log target.
+    pub access_log: bool,
+    /// Export traces of data-plane requests over OTLP.
+    pub traces: Option<crate::traces::TraceConfig>,
 }
 
 impl HostConfig {
@@ -85,6 +95,8 @@ impl HostConfig {
     pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 4 << 30;
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Inside Kubernetes' default 30 s grace period, with the shutdown delay before it.
+    pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
     pub const DEFAULT_MODULE_TIMEOUT: Duration = Duration::from_secs(1);
     pub const DEFAULT_MODULE_MEMORY_BYTES: u64 = 256 << 20;
     pub const DEFAULT_MAX_MODULE_OUTPUT_BYTES: usize = 64 << 20;
@@ -107,6 +119,7 @@ impl HostConfig {
 
     pub fn new(listen: SocketAddr, state_dir: PathBuf) -> HostConfig {
         HostConfig {
+            tls: None,
             listen,
             admin_listen: Self::DEFAULT_ADMIN_LISTEN
                 .parse()
@@ -119,6 +132,7 @@ impl HostConfig {
             max_upload_bytes: Self::DEFAULT_MAX_UPLOAD_BYTES,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT,
             module_timeout: Self::DEFAULT_MODULE_TIMEOUT,
             module_memory_bytes: Self::DEFAULT_MODULE_MEMORY_BYTES,
             max_module_output_bytes: Self::DEFAULT_MAX_MODULE_OUTPUT_BYTES,
@@ -132,8 +146,11 @@ impl HostConfig {
             max_headers: Self::DEFAULT_MAX_HEADERS,
             queue_per_instance: Self::DEFAULT_QUEUE_PER_INSTANCE,
             onnxruntime: None,
+            access_log: false,
+            traces: None,
             jwt_secret: None,
             jwt_jwks: None,
+            introspection_client: Default::default(),
             max_requests_per_second: None,
             autoscale_tick: Self::DEFAULT_AUTOSCALE_TICK,
             autoscale_stable_window: Self::DEFAULT_AUTOSCALE_STABLE_WINDOW,

@@ -40,6 +40,8 @@ pub struct LoadedFunction {
     pub version_header: hyper::header::HeaderValue,
     /// What this version answered lately, for judging rollouts.
     pub outcomes: crate::outcomes::Outcomes,
+    /// The autoscaler's last resizes of `pool` and `fallback`.
+    pub scaling_log: crate::autoscale::ScalingLog,
 }
 
 impl LoadedFunction {
@@ -63,6 +65,19 @@ impl LoadedFunction {
     }
 
     /// The policy of the endpoint serving `method` on `route`.
+    /// The POST routes of a function with a module (what a gRPC call through its module may
+    /// reach); empty without a module.
+    pub fn module_routes(&self) -> Vec<String> {
+        if self.spec.spec.module.is_none() {
+            return Vec::new();
+        }
+        self.endpoints
+            .iter()
+            .filter(|e| e.method == aifn_spec::Method::Post)
+            .map(|e| e.route.clone())
+            .collect()
+    }
+
     pub fn endpoint(&self, method: &str, route: &str) -> Option<&EndpointPolicy> {
         self.endpoints
             .iter()

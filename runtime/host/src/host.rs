@@ -32,6 +32,10 @@ pub struct Host {
     metrics_token: String,
     /// The data plane's URL once it listens (for answers that show callers where to go).
     pub data_url: std::sync::OnceLock<String>,
+    /// TLS on both listeners, when the host has a certificate.
+    pub tls: Option<Arc<crate::http::tls::Tls>>,
+    /// The OTLP trace exporter, when the host exports traces.
+    pub tracer: Option<Arc<crate::traces::Tracer>>,
 }
 
 impl Host {
@@ -48,8 +52,22 @@ impl Host {
         tracing::info!(library = %library.display(), "ONNX Runtime loaded");
         let keys = Arc::new(KeyStore::open(store.clone())?);
         let guest = GuestEngine::new(Some(store.compiled_dir()))?;
-        let jwt = JwtVerifier::new(config.jwt_secret.as_deref(), config.jwt_jwks.as_deref())?;
+        let mut jwt = JwtVerifier::new(config.jwt_secret.as_deref(), config.jwt_jwks.as_deref())?;
+        jwt.introspection_credentials = config.introspection_client.clone();
         let notifier = crate::webhook::Notifier::new(config.webhook_url.as_deref())?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::http::tls::Tls::load)
+            .transpose()
+            .context("loading the TLS certificate")?;
+        let tracer = config
+            .traces
+            .as_ref()
+            .map(crate::traces::Tracer::new)
+            .transpose()
+            .context("starting the trace exporter")?
+            .map(Arc::new);
         let admin_token = match &config.admin_token {
             Some(token) => token.clone(),
             None => token_file(&store, "admin-token")?,
@@ -113,6 +131,8 @@ impl Host {
             admin_token,
             metrics_token,
             data_url: Default::default(),
+            tls,
+            tracer,
         })
     }
 

@@ -11,7 +11,7 @@ use crate::batch_limit::BatchLimit;
 use crate::monitor::{Pending, Tap};
 use aifn_guest::{GuestCall, GuestError, GuestModule, GuestRequest};
 use aifn_model::{Inputs, ModelError, ModelSession, Signature};
-use aifn_tensor::{batch, encode_v2_response, Tensor};
+use aifn_tensor::{batch, encode_v2_response, DType, Tensor, V2Request};
 use bytes::Bytes;
 use crossbeam_channel::{SendError, Sender};
 use std::collections::VecDeque;
@@ -29,7 +29,8 @@ pub enum Work {
         headers: Vec<(String, String)>,
         body: Bytes,
     },
-    /// Tensors already decoded from Open Inference Protocol v2 JSON and checked against the model.
+    /// Tensors already decoded (Open Inference Protocol v2, REST or gRPC) and checked against the
+    /// model; the reply carries the output tensors themselves, for the protocol to encode.
     Tensors(Inputs),
 }
 
@@ -39,9 +40,13 @@ pub struct Reply {
     pub status: u16,
     pub content_type: String,
     pub body: Bytes,
+    /// The output tensors, for [`Work::Tensors`] (then `body` is empty).
+    pub tensors: Option<Vec<Tensor>>,
     pub timings: Timings,
     /// Which model answered: `primary`, or `fallback` under peak load.
     pub variant: &'static str,
+    /// The model run this request shared with others (a dynamic batch), for its trace.
+    pub shared_run: Option<Arc<crate::traces::SharedRun>>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -78,6 +83,8 @@ struct Job {
     work: Work,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Reply, InvokeError>>,
+    /// The submitting request's span, when it is traced.
+    trace: Option<opentelemetry::trace::SpanContext>,
 }
 
 /// Identifies a function version in responses and logs.
@@ -411,15 +418,18 @@ impl InstancePool {
     }
 
     /// Hands work to an idle instance, queues it, or refuses at once when the queue is full.
+    /// `trace`: the request's span, which a batched run it joins links to.
     pub fn submit(
         &self,
         work: Work,
+        trace: Option<opentelemetry::trace::SpanContext>,
     ) -> Result<oneshot::Receiver<Result<Reply, InvokeError>>, Overloaded> {
         let (reply, receiver) = oneshot::channel();
         let mut job = Job {
             work,
             enqueued: Instant::now(),
             reply,
+            trace,
         };
         let mut state = self.dispatch.lock();
         while let Some(instance) = state.idle.pop() {
@@ -571,6 +581,9 @@ struct Prepared<'m> {
     timings: Timings,
     /// What the monitor keeps of the request until its outputs are known.
     monitored: Option<Pending>,
+    /// The caller wants the output tensors themselves ([`Work::Tensors`]).
+    wants_tensors: bool,
+    trace: Option<opentelemetry::trace::SpanContext>,
 }
 
 impl Instance {
@@ -606,6 +619,8 @@ impl Instance {
                 ),
                 _ => (None, None),
             };
+            let wants_tensors = matches!(job.work, Work::Tensors(_));
+            let trace = job.trace;
             let result = guarded(|| {
                 prepare(
                     module.as_ref(),
@@ -623,6 +638,8 @@ impl Instance {
                             .before(body.as_ref(), inputs.tensors(), request_id)
                     }),
                     inputs: Some(inputs),
+                    wants_tensors,
+                    trace,
                     timings: Timings {
                         queued,
                         preprocess,
@@ -644,6 +661,7 @@ impl Instance {
             .map(|p| p.inputs.take().expect("inputs taken once"))
             .collect();
         let started = Instant::now();
+        let started_wall = std::time::SystemTime::now();
         // Only what a module produced is the module's fault when the model rejects it.
         let module_ran: Vec<bool> = prepared.iter().map(|p| p.call.is_some()).collect();
         let outputs =
@@ -657,6 +675,20 @@ impl Instance {
                     .collect()
             });
         let inference = started.elapsed();
+        // A run that merged traced requests gets a span linked to each of theirs.
+        let merged: Vec<_> = prepared
+            .iter()
+            .zip(&outputs)
+            .filter(|(_, (_, batch_size))| *batch_size > 1)
+            .filter_map(|(request, _)| request.trace.clone())
+            .collect();
+        let shared_run = (!merged.is_empty()).then(|| {
+            Arc::new(crate::traces::SharedRun::new(
+                started_wall,
+                inference,
+                merged,
+            ))
+        });
 
         for (request, (outputs, batch_size)) in prepared.into_iter().zip(outputs) {
             let timings = Timings {
@@ -670,8 +702,16 @@ impl Instance {
                 tap.monitor
                     .record(pending, tap.records_outputs.then_some(outputs.as_slice()));
             }
-            let result = outputs
-                .and_then(|outputs| guarded(|| finish(identity, call.as_mut(), &outputs, timings)));
+            let wants_tensors = request.wants_tensors;
+            let shared_run = shared_run.as_ref().filter(|_| batch_size > 1).cloned();
+            let result = outputs.and_then(|outputs| {
+                guarded(|| finish(identity, call.as_mut(), outputs, wants_tensors, timings)).map(
+                    |reply| Reply {
+                        shared_run,
+                        ..reply
+                    },
+                )
+            });
             let _ = request.reply.send(result);
             // The module instance is torn down (its memory reset) after the caller has its answer.
             drop(call);
@@ -686,32 +726,77 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, InvokeError>) -> Result<T, InvokeErr
         .unwrap_or_else(|panic| Err(InvokeError::Panic(panic_message(&panic))))
 }
 
+/// Checks a caller's tensors against the model and `limits`, each input's name, type and shape
+/// before its data is converted: every protocol that carries tensors (v2 JSON, its binary data
+/// extension, gRPC) decodes through one of these.
+pub struct TensorAdmission<'a> {
+    signature: &'a Signature,
+    limits: &'a TensorLimits,
+    elements: usize,
+    /// Which refusal it was: a limit (413) or a mismatch with the model (400).
+    over_limit: bool,
+}
+
+impl<'a> TensorAdmission<'a> {
+    pub fn new(signature: &'a Signature, limits: &'a TensorLimits) -> TensorAdmission<'a> {
+        TensorAdmission {
+            signature,
+            limits,
+            elements: 0,
+            over_limit: false,
+        }
+    }
+
+    /// Admits one input's head; its error is the refusal's message.
+    pub fn admit(&mut self, name: &str, dtype: DType, shape: &[usize]) -> Result<(), String> {
+        self.signature.check_input(name, dtype, shape)?;
+        self.limits
+            .admit(name, shape, &mut self.elements)
+            .inspect_err(|_| self.over_limit = true)
+    }
+
+    /// The refusal of a decode that failed with `message`.
+    pub fn refusal(&self, message: String) -> InvokeError {
+        if self.over_limit {
+            InvokeError::TensorLimit(message)
+        } else {
+            InvokeError::BadTensors(message)
+        }
+    }
+
+    /// The decoded tensors as model inputs, with every input the model needs.
+    pub fn finish(self, tensors: Vec<Tensor>) -> Result<Inputs, InvokeError> {
+        self.signature
+            .check_inputs(tensors)
+            .map_err(|e| InvokeError::BadTensors(e.to_string()))
+    }
+}
+
 /// Open Inference Protocol v2 JSON → the caller's tensors, checked against the model and
-/// `limits`: each input's name, type and shape before its data is converted.
+/// `limits`.
 pub fn v2_inputs(
     signature: &Signature,
     limits: &TensorLimits,
     body: &[u8],
 ) -> Result<Inputs, InvokeError> {
-    let mut elements = 0usize;
-    // Which refusal it was: a limit (413) or a mismatch with the model (400).
-    let mut over_limit = false;
-    let admit = |name: &str, dtype, shape: &[usize]| -> Result<(), String> {
-        signature.check_input(name, dtype, shape)?;
-        limits
-            .admit(name, shape, &mut elements)
-            .inspect_err(|_| over_limit = true)
-    };
-    let tensors = aifn_tensor::decode_v2_request_with(body, admit).map_err(|e| {
-        if over_limit {
-            InvokeError::TensorLimit(e.to_string())
-        } else {
-            InvokeError::BadTensors(e.to_string())
-        }
-    })?;
-    signature
-        .check_inputs(tensors)
-        .map_err(|e| InvokeError::BadTensors(e.to_string()))
+    v2_request(signature, limits, body, &[]).map(|(inputs, _)| inputs)
+}
+
+/// A whole v2 inference request (JSON, and the binary tensor data after it) → the checked model
+/// inputs, and what the request asks of the answer (its `inputs` left empty).
+pub fn v2_request(
+    signature: &Signature,
+    limits: &TensorLimits,
+    json: &[u8],
+    binary: &[u8],
+) -> Result<(Inputs, V2Request), InvokeError> {
+    let mut admission = TensorAdmission::new(signature, limits);
+    let mut request = aifn_tensor::decode_v2_infer(json, binary, |name, dtype, shape| {
+        admission.admit(name, dtype, shape)
+    })
+    .map_err(|e| admission.refusal(e.to_string()))?;
+    let inputs = admission.finish(std::mem::take(&mut request.inputs))?;
+    Ok((inputs, request))
 }
 
 /// Turns a request into checked model inputs: through the module's preprocess, or from v2 JSON.
@@ -842,16 +927,29 @@ fn mergeable_groups(requests: &[Inputs], pad: bool) -> Vec<Vec<usize>> {
     groups.into_iter().map(|(_, members)| members).collect()
 }
 
-/// Turns a request's outputs into its reply: the module's postprocess, or v2 JSON.
+/// Turns a request's outputs into its reply: the module's postprocess, the tensors themselves
+/// (`wants_tensors`), or v2 JSON.
 fn finish(
     identity: &Identity,
     call: Option<&mut GuestCall<'_>>,
-    outputs: &[Tensor],
+    outputs: Vec<Tensor>,
+    wants_tensors: bool,
     mut timings: Timings,
 ) -> Result<Reply, InvokeError> {
+    if wants_tensors {
+        return Ok(Reply {
+            status: 200,
+            content_type: String::new(),
+            body: Bytes::new(),
+            tensors: Some(outputs),
+            timings,
+            variant: identity.variant,
+            shared_run: None,
+        });
+    }
     let started = Instant::now();
     let response = match call {
-        Some(call) => call.postprocess(outputs)?,
+        Some(call) => call.postprocess(&outputs)?,
         None => None,
     };
     timings.postprocess = started.elapsed();
@@ -860,17 +958,21 @@ fn finish(
             status: response.status,
             content_type: response.content_type,
             body: Bytes::from(response.body),
+            tensors: None,
             timings,
             variant: identity.variant,
+            shared_run: None,
         },
         None => {
-            let body = encode_v2_response(&identity.name, &identity.version.to_string(), outputs);
+            let body = encode_v2_response(&identity.name, &identity.version.to_string(), &outputs);
             Reply {
                 status: 200,
                 content_type: "application/json".into(),
                 body: Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise")),
+                tensors: None,
                 timings,
                 variant: identity.variant,
+                shared_run: None,
             }
         }
     })
@@ -1102,14 +1204,28 @@ mod tests {
             .pop()
             .unwrap();
         let outputs = outputs.unwrap();
-        let reply = finish(&identity(), call.as_mut(), &outputs, Timings::default()).unwrap();
+        let reply = finish(
+            &identity(),
+            call.as_mut(),
+            outputs.clone(),
+            false,
+            Timings::default(),
+        )
+        .unwrap();
         assert_eq!(reply.status, 200);
         let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
         let p = answer["churn_probability"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&p), "{answer}");
 
         // Without a module the outputs go back as Open Inference Protocol v2 JSON.
-        let reply = finish(&identity(), None, &outputs, Timings::default()).unwrap();
+        let reply = finish(
+            &identity(),
+            None,
+            outputs.clone(),
+            false,
+            Timings::default(),
+        )
+        .unwrap();
         let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!((reply.status, reply.variant), (200, "primary"));
         assert_eq!(
@@ -1127,5 +1243,10 @@ mod tests {
             .unwrap();
         let churn = probabilities["data"][1].as_f64().unwrap();
         assert!((churn - p).abs() < 1e-6, "module {p}, v2 {churn}");
+
+        // The v2 routes take the tensors themselves, to encode as their protocol says.
+        let reply = finish(&identity(), None, outputs.clone(), true, Timings::default()).unwrap();
+        assert_eq!(reply.tensors, Some(outputs));
+        assert!(reply.body.is_empty());
     }
 }

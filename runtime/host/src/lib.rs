@@ -13,7 +13,8 @@
 //! - rules, pure and tested on a simulated clock: [`rollout`] (judging a new version) and
 //!   [`autoscale`] (pool sizes, with its loop in [`autoscale::scaler`]); [`outcomes`]: what each
 //!   version answered;
-//! - [`policy`], [`keys`], [`metrics`], [`webhook`], [`config`]; [`host`] puts them together.
+//! - [`policy`], [`keys`], [`metrics`], [`traces`] (OpenTelemetry), [`webhook`], [`config`];
+//!   [`host`] puts them together.
 
 pub mod api;
 pub mod autoscale;
@@ -35,6 +36,7 @@ pub mod records;
 pub mod registry;
 pub mod rollout;
 pub mod store;
+pub mod traces;
 pub mod webhook;
 
 pub use config::HostConfig;

@@ -87,12 +87,15 @@ impl Loader {
     pub fn load(&self, record: VersionRecord) -> Result<LoadedFunction, LoadFunctionError> {
         let (store, ort, guest, config) = (&self.store, &self.ort, &self.guest, &self.limits);
         let spec = aifn_spec::parse(&record.spec_yaml)?;
-        if let Some(endpoint) = spec
-            .spec
-            .endpoints
-            .iter()
-            .find(|e| e.auth == aifn_spec::Auth::Jwt)
-        {
+        if let Some(endpoint) = spec.spec.endpoints.iter().find(|e| {
+            e.auth == aifn_spec::Auth::Jwt
+                && e.jwt
+                    .as_ref()
+                    // Keys of the host's own; an introspected endpoint also takes opaque tokens.
+                    .is_some_and(|j| {
+                        j.keys == aifn_spec::JwtKeys::Host && j.introspection.is_none()
+                    })
+        }) {
             if !self.jwt_configured {
                 return Err(LoadFunctionError::NoJwtKeys(endpoint.route.clone()));
             }
@@ -334,6 +337,7 @@ impl Loader {
             name_header,
             version_header: hyper::header::HeaderValue::from(record_version),
             outcomes: Default::default(),
+            scaling_log: Default::default(),
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -69,7 +70,31 @@ pub struct AlertLabels {
     pub state: &'static str,
 }
 
+/// OpenTelemetry's HTTP server metric (semantic conventions: `http.server.request.duration`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpServerLabels {
+    /// The method, or `_OTHER` for one HTTP does not define.
+    pub http_request_method: &'static str,
+    /// The route template (`/v2/models/{model}/infer`, a function's declared route), never the
+    /// raw path, so that the label stays bounded.
+    pub http_route: String,
+    pub http_response_status_code: u16,
+}
+
+/// The trace a latency sample came from, as an OpenMetrics exemplar.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceExemplar {
+    pub trace_id: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type ExemplarHistogramFamily<L> =
+    Family<L, HistogramWithExemplars<TraceExemplar>, fn() -> HistogramWithExemplars<TraceExemplar>>;
+
+/// The bucket boundaries OpenTelemetry advises for `http.server.request.duration`, in seconds.
+const HTTP_SERVER_DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 fn latency_histogram() -> Histogram {
     // 50 µs to about 26 s.
@@ -78,6 +103,9 @@ fn latency_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
+    /// Metrics named by OpenTelemetry's semantic conventions, without aifn's prefix.
+    semconv: Registry,
+    pub http_server_duration: ExemplarHistogramFamily<HttpServerLabels>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: HistogramFamily<FunctionLabels>,
     pub stage_seconds: HistogramFamily<StageLabels>,
@@ -86,6 +114,7 @@ pub struct Metrics {
     pub overloaded: Family<FunctionLabels, Counter>,
     pub replicas: Family<FunctionLabels, Gauge>,
     pub active_version: Family<FunctionLabels, Gauge>,
+    pub target_latency: Family<FunctionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub deploys: Counter,
     pub failed_deploys: Counter,
     pub auth_failures: Family<PolicyLabels, Counter>,
@@ -103,6 +132,17 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("aifn");
+        let mut semconv = Registry::default();
+        let http_server_duration: ExemplarHistogramFamily<HttpServerLabels> =
+            Family::new_with_constructor(|| {
+                HistogramWithExemplars::new(HTTP_SERVER_DURATION_BUCKETS.into_iter())
+            });
+        semconv.register_with_unit(
+            "http_server_request_duration",
+            "Duration of HTTP server requests (OpenTelemetry's http.server.request.duration)",
+            prometheus_client::registry::Unit::Seconds,
+            http_server_duration.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -153,6 +193,14 @@ impl Default for Metrics {
             "active_version",
             "Version number serving each function",
             active_version.clone(),
+        );
+        let target_latency =
+            Family::<FunctionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register_with_unit(
+            "target_latency",
+            "The serving version's scaling.target_latency (absent when its spec sets none)",
+            prometheus_client::registry::Unit::Seconds,
+            target_latency.clone(),
         );
         let deploys = Counter::default();
         registry.register(
@@ -228,6 +276,8 @@ impl Default for Metrics {
             alerts.clone(),
         );
         Metrics {
+            semconv,
+            http_server_duration,
             drift_score,
             drifting,
             monitor_dropped,
@@ -247,6 +297,7 @@ impl Default for Metrics {
             overloaded,
             replicas,
             active_version,
+            target_latency,
             deploys,
             failed_deploys,
         }
@@ -254,6 +305,40 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// One data-plane answer in OpenTelemetry's HTTP server histogram; `trace_id` (a sampled
+    /// trace's) becomes the sample's exemplar.
+    pub fn observe_http(
+        &self,
+        method: &hyper::Method,
+        route: String,
+        status: u16,
+        elapsed: Duration,
+        trace_id: Option<String>,
+    ) {
+        let http_request_method = match *method {
+            hyper::Method::GET => "GET",
+            hyper::Method::POST => "POST",
+            hyper::Method::PUT => "PUT",
+            hyper::Method::DELETE => "DELETE",
+            hyper::Method::HEAD => "HEAD",
+            hyper::Method::OPTIONS => "OPTIONS",
+            hyper::Method::PATCH => "PATCH",
+            hyper::Method::CONNECT => "CONNECT",
+            hyper::Method::TRACE => "TRACE",
+            _ => "_OTHER",
+        };
+        self.http_server_duration
+            .get_or_create(&HttpServerLabels {
+                http_request_method,
+                http_route: route,
+                http_response_status_code: status,
+            })
+            .observe(
+                elapsed.as_secs_f64(),
+                trace_id.map(|trace_id| TraceExemplar { trace_id }),
+            );
+    }
+
     /// A version's latest monitoring figures.
     pub fn observe_monitor(
         &self,
@@ -381,8 +466,11 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+        encode_registry(&mut text, &self.registry)
+            .and_then(|()| encode_registry(&mut text, &self.semconv))
+            .and_then(|()| encode_eof(&mut text))
             .expect("writing to a String cannot fail");
         text
     }
@@ -423,7 +511,13 @@ impl Metrics {
         }
     }
 
-    pub fn function_loaded(&self, function: &str, version: u64, replicas: usize) {
+    pub fn function_loaded(
+        &self,
+        function: &str,
+        version: u64,
+        replicas: usize,
+        target_latency: Option<Duration>,
+    ) {
         let labels = FunctionLabels {
             function: function.to_string(),
         };
@@ -431,6 +525,16 @@ impl Metrics {
         self.active_version
             .get_or_create(&labels)
             .set(version as i64);
+        match target_latency {
+            Some(target) => {
+                self.target_latency
+                    .get_or_create(&labels)
+                    .set(target.as_secs_f64());
+            }
+            None => {
+                self.target_latency.remove(&labels);
+            }
+        }
     }
 
     pub fn count_variant(&self, function: &str, variant: &'static str) {
@@ -456,5 +560,6 @@ impl Metrics {
         };
         self.replicas.remove(&labels);
         self.active_version.remove(&labels);
+        self.target_latency.remove(&labels);
     }
 }

@@ -33,6 +33,8 @@ pub struct Registry {
     locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// Whether the stored deployments have been loaded after a start.
     ready: AtomicBool,
+    /// The process is stopping (SIGTERM): readiness says no, so load balancers take it out.
+    draining: AtomicBool,
 }
 
 /// What serves traffic at one moment.
@@ -98,8 +100,18 @@ impl Registry {
         self.serving(name).map(|s| s.stable)
     }
 
+    /// Loaded, and not stopping.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.is_draining()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// From now on readiness says no; requests are still served until the listener stops.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
     pub fn set_ready(&self) {

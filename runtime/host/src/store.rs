@@ -100,6 +100,15 @@ impl Store {
         {
             let _ = fs::remove_file(entry.path());
         }
+        // A kill inside `write_atomically` leaves its temporary file beside the target.
+        for entry in fs::read_dir(root)
+            .map_err(io_err("listing", root))?
+            .flatten()
+        {
+            if is_interrupted_write(&entry.file_name().to_string_lossy()) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         let path = root.join("state.redb");
         let existed = path.exists();
         let store = Store {
@@ -621,6 +630,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     sync_dir(dir)
 }
 
+/// Whether `name` is a temporary file of `write_atomically`: `.NAME.tmpXXXXXXXX`.
+fn is_interrupted_write(name: &str) -> bool {
+    let Some((head, suffix)) = name.rsplit_once(".tmp") else {
+        return false;
+    };
+    head.starts_with('.') && suffix.len() == 8 && suffix.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Makes a file or directory readable and writable by its owner only.
 fn owner_only(path: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
@@ -787,9 +804,15 @@ mod tests {
         let mut interrupted = store.blob_writer().unwrap();
         interrupted.write(b"half").unwrap();
         std::mem::forget(interrupted); // as if the process died mid-upload
+        let half_written = dir.join(".admin-address.tmp50aa5fdc");
+        fs::write(&half_written, b"127.0.0.1:").unwrap(); // a kill inside write_atomically
+        let kept = dir.join("admin-address");
+        fs::write(&kept, b"127.0.0.1:1").unwrap();
         drop(store);
         let store = Store::open(&dir).unwrap();
         assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+        assert!(!half_written.exists());
+        assert!(kept.exists());
         assert!(store.blob_size(&named.digest).is_some());
         assert!(store.blob_size(&orphan.digest).is_none());
         // A record never names a blob that is not there.

@@ -359,6 +359,25 @@ pub struct JwtRule {
     pub issuer: String,
     /// Required `aud` claim.
     pub audience: String,
+    /// Where the keys that verify tokens come from.
+    pub keys: JwtKeys,
+    /// RFC 7662 token introspection URL: bearer tokens that are not JWTs (opaque tokens) are
+    /// asked about there.
+    pub introspection: Option<String>,
+}
+
+/// The keys of a `jwt` endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JwtKeys {
+    /// The host's own: `--jwt-secret` and `--jwt-jwks`.
+    #[default]
+    Host,
+    /// The issuer's: OpenID Connect discovery (`ISSUER/.well-known/openid-configuration`) names
+    /// its JWKS, which the host fetches and follows as it rotates.
+    Discovery,
+    /// A JWKS URL the host fetches and follows as it rotates.
+    Url(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

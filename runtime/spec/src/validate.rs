@@ -1171,16 +1171,58 @@ impl Checker {
     }
 
     fn jwt_rule(&mut self, node: &Node, path: &str) -> Option<JwtRule> {
-        let f = self.fields(node, path, &["issuer", "audience"])?;
+        let f = self.fields(node, path, &["issuer", "audience", "keys", "introspection"])?;
         let issuer = self
             .required(&f, "issuer")
             .and_then(|n| self.non_empty(n, &f.child("issuer")));
         let audience = self
             .required(&f, "audience")
             .and_then(|n| self.non_empty(n, &f.child("audience")));
+        let keys = match f.get("keys") {
+            None => Some(JwtKeys::Host),
+            Some(n) => {
+                let path = f.child("keys");
+                match self.non_empty(n, &path)?.as_str() {
+                    "host" => Some(JwtKeys::Host),
+                    "discovery" => Some(JwtKeys::Discovery),
+                    url if url.starts_with("https://") || url.starts_with("http://") => {
+                        Some(JwtKeys::Url(url.to_string()))
+                    }
+                    other => {
+                        self.error(
+                            &path,
+                            n.pos,
+                            format!(
+                                "`{other}` is not `host`, `discovery` or a JWKS URL (https://...)"
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let introspection = match f.get("introspection") {
+            None => Some(None),
+            Some(n) => {
+                let path = f.child("introspection");
+                let url = self.non_empty(n, &path)?;
+                if url.starts_with("https://") || url.starts_with("http://") {
+                    Some(Some(url))
+                } else {
+                    self.error(
+                        &path,
+                        n.pos,
+                        format!("`{url}` is not an introspection URL (https://...)"),
+                    );
+                    None
+                }
+            }
+        };
         Some(JwtRule {
             issuer: issuer?,
             audience: audience?,
+            keys: keys?,
+            introspection: introspection?,
         })
     }
 

@@ -2,6 +2,7 @@
 //! and what the Open Inference Protocol v2 JSON (`{"inputs":[{"name","shape","datatype","data"}]}`) carries.
 
 pub mod batch;
+pub mod raw;
 
 use serde_json::{json, Map, Value};
 use std::fmt;
@@ -194,24 +195,114 @@ pub fn decode_v2_request(body: &[u8]) -> Result<Vec<Tensor>, TensorError> {
 /// more elements than a request may hold), before anything is allocated for it.
 pub fn decode_v2_request_with(
     body: &[u8],
-    mut admit: impl FnMut(&str, DType, &[usize]) -> Result<(), String>,
+    admit: impl FnMut(&str, DType, &[usize]) -> Result<(), String>,
 ) -> Result<Vec<Tensor>, TensorError> {
+    decode_v2_infer(body, &[], admit).map(|request| request.inputs)
+}
+
+/// A whole v2 inference request: its inputs, and what it asks of the answer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct V2Request {
+    /// Echoed in the answer.
+    pub id: Option<String>,
+    pub inputs: Vec<Tensor>,
+    pub outputs: OutputChoice,
+}
+
+/// Which outputs a request wants, and in which form (JSON `data`, or binary after the JSON).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OutputChoice {
+    /// The outputs asked for, in order; empty: all of the model's.
+    pub requested: Vec<RequestedOutput>,
+    /// The request's `binary_data_output` parameter: binary unless an output says otherwise.
+    pub binary_default: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestedOutput {
+    pub name: String,
+    /// Its own `binary_data` parameter, if it has one.
+    pub binary: Option<bool>,
+}
+
+/// Decodes a v2 inference request whose JSON is `json` and whose binary tensor data (the binary
+/// data extension: inputs with a `binary_data_size` parameter, in order) is `binary`.
+pub fn decode_v2_infer(
+    json: &[u8],
+    binary: &[u8],
+    mut admit: impl FnMut(&str, DType, &[usize]) -> Result<(), String>,
+) -> Result<V2Request, TensorError> {
     let value: Value =
-        serde_json::from_slice(body).map_err(|e| TensorError::Json(e.to_string()))?;
+        serde_json::from_slice(json).map_err(|e| TensorError::Json(e.to_string()))?;
     let inputs = value
         .get("inputs")
         .and_then(Value::as_array)
         .ok_or_else(|| TensorError::Shape(r#"expected a JSON object with an "inputs" list of {"name","shape","datatype","data"}"#.into()))?;
-    inputs
+    let mut binary_left = binary;
+    let inputs = inputs
         .iter()
         .enumerate()
-        .map(|(i, input)| decode_v2_tensor(i, input, &mut admit))
-        .collect()
+        .map(|(i, input)| decode_v2_tensor(i, input, &mut binary_left, &mut admit))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !binary_left.is_empty() {
+        return Err(TensorError::Shape(format!(
+            "{} bytes of binary tensor data follow the inputs' binary_data_size in all",
+            binary_left.len()
+        )));
+    }
+    let id = match value.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id.clone()),
+        Some(_) => return Err(TensorError::Shape("\"id\" must be a string".into())),
+    };
+    let binary_default = parameter_bool(value.get("parameters"), "binary_data_output")?;
+    let requested = match value.get("outputs") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(outputs)) => outputs
+            .iter()
+            .enumerate()
+            .map(|(i, output)| {
+                let name = output.get("name").and_then(Value::as_str).ok_or_else(|| {
+                    TensorError::Shape(format!("outputs[{i}] needs a string \"name\""))
+                })?;
+                let binary = parameter_bool(output.get("parameters"), "binary_data")?;
+                Ok(RequestedOutput {
+                    name: name.to_string(),
+                    binary,
+                })
+            })
+            .collect::<Result<_, TensorError>>()?,
+        Some(_) => {
+            return Err(TensorError::Shape(
+                "\"outputs\" must be a list of {\"name\"}".into(),
+            ))
+        }
+    };
+    Ok(V2Request {
+        id,
+        inputs,
+        outputs: OutputChoice {
+            requested,
+            binary_default: binary_default.unwrap_or(false),
+        },
+    })
+}
+
+/// A boolean parameter of a `parameters` object, if set.
+fn parameter_bool(parameters: Option<&Value>, name: &str) -> Result<Option<bool>, TensorError> {
+    match parameters.and_then(|p| p.get(name)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(TensorError::Shape(format!(
+            "parameter `{name}` must be true or false, not {other}"
+        ))),
+    }
 }
 
 fn decode_v2_tensor(
     index: usize,
     input: &Value,
+    binary: &mut &[u8],
     admit: &mut impl FnMut(&str, DType, &[usize]) -> Result<(), String>,
 ) -> Result<Tensor, TensorError> {
     let name = input
@@ -245,18 +336,40 @@ fn decode_v2_tensor(
     let dtype = DType::from_v2_name(datatype)
         .ok_or_else(|| err(format!("unknown datatype `{datatype}`; expected FP32, FP64, INT32, INT64, UINT8, BOOL or BYTES")))?;
     admit(&name, dtype, &shape).map_err(TensorError::Shape)?;
-    let data = input
-        .get("data")
-        .ok_or_else(|| err("needs \"data\"".into()))?;
-    let mut flat = Vec::with_capacity(elements.min(1 << 16));
-    flatten(data, &mut flat);
-    if flat.len() != elements {
-        return Err(err(format!(
-            "shape {shape:?} holds {elements} elements but {} were given",
-            flat.len()
-        )));
-    }
-    let data = convert(dtype, &flat).map_err(err)?;
+    let binary_size = input
+        .get("parameters")
+        .and_then(|p| p.get("binary_data_size"));
+    let data = match binary_size {
+        Some(size) => {
+            let size = size
+                .as_u64()
+                .and_then(|s| usize::try_from(s).ok())
+                .ok_or_else(|| err("\"binary_data_size\" must be a whole number".into()))?;
+            if size > binary.len() {
+                return Err(err(format!(
+                    "binary_data_size is {size} bytes, but only {} bytes of binary data are left",
+                    binary.len()
+                )));
+            }
+            let (mine, rest) = binary.split_at(size);
+            *binary = rest;
+            raw::decode_raw(dtype, elements, mine).map_err(err)?
+        }
+        None => {
+            let data = input
+                .get("data")
+                .ok_or_else(|| err("needs \"data\" (or a binary_data_size parameter)".into()))?;
+            let mut flat = Vec::with_capacity(elements.min(1 << 16));
+            flatten(data, &mut flat);
+            if flat.len() != elements {
+                return Err(err(format!(
+                    "shape {shape:?} holds {elements} elements but {} were given",
+                    flat.len()
+                )));
+            }
+            convert(dtype, &flat).map_err(err)?
+        }
+    };
     Tensor::new(name.clone(), shape, data)
 }
 
@@ -310,6 +423,76 @@ pub fn encode_v2_response(model_name: &str, model_version: &str, outputs: &[Tens
         Value::Array(outputs.iter().map(Tensor::to_v2_json).collect()),
     );
     Value::Object(body)
+}
+
+/// A v2 inference answer in two parts: its JSON, and the binary tensor data that follows it
+/// (empty when no output is binary).
+#[derive(Debug)]
+pub struct V2Answer {
+    pub json: Vec<u8>,
+    pub binary: Vec<u8>,
+}
+
+/// Encodes the outputs `choice` selects, each as JSON `data` or as binary data after the JSON
+/// (with a `binary_data_size` parameter), and echoes the request's `id`. An output asked for that
+/// the model does not produce is the caller's mistake.
+pub fn encode_v2_answer(
+    model_name: &str,
+    model_version: &str,
+    id: Option<&str>,
+    outputs: &[Tensor],
+    choice: &OutputChoice,
+) -> Result<V2Answer, TensorError> {
+    let selected: Vec<(&Tensor, bool)> = if choice.requested.is_empty() {
+        outputs.iter().map(|t| (t, choice.binary_default)).collect()
+    } else {
+        choice
+            .requested
+            .iter()
+            .map(|wanted| {
+                let tensor = outputs
+                    .iter()
+                    .find(|t| t.name == wanted.name)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = outputs.iter().map(|t| t.name.as_str()).collect();
+                        TensorError::Shape(format!(
+                            "unknown output `{}`; the model's outputs are {}",
+                            wanted.name,
+                            names.join(", ")
+                        ))
+                    })?;
+                Ok((tensor, wanted.binary.unwrap_or(choice.binary_default)))
+            })
+            .collect::<Result<_, TensorError>>()?
+    };
+    let mut binary = Vec::new();
+    let outputs: Vec<Value> = selected
+        .into_iter()
+        .map(|(tensor, as_binary)| {
+            if !as_binary {
+                return tensor.to_v2_json();
+            }
+            let before = binary.len();
+            raw::encode_raw(&tensor.data, &mut binary);
+            json!({
+                "name": tensor.name,
+                "shape": tensor.shape,
+                "datatype": tensor.dtype().v2_name(),
+                "parameters": { "binary_data_size": binary.len() - before },
+            })
+        })
+        .collect();
+    let mut body = Map::new();
+    body.insert("model_name".into(), json!(model_name));
+    body.insert("model_version".into(), json!(model_version));
+    if let Some(id) = id {
+        body.insert("id".into(), json!(id));
+    }
+    body.insert("outputs".into(), Value::Array(outputs));
+    Ok(V2Answer {
+        json: serde_json::to_vec(&Value::Object(body)).expect("JSON values serialise"),
+        binary,
+    })
 }
 
 #[cfg(test)]
@@ -374,6 +557,55 @@ mod tests {
         assert_eq!(seen, vec![("x".to_string(), DType::F32, vec![2])]);
         let body = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1e39]}]}"#;
         assert!(decode_v2_request(body).is_err());
+    }
+
+    #[test]
+    fn binary_inputs_and_outputs_follow_the_extension() {
+        let mut binary = Vec::new();
+        raw::encode_raw(&TensorData::F32(vec![1.0, 2.0]), &mut binary);
+        raw::encode_raw(&TensorData::String(vec!["hi".into()]), &mut binary);
+        let json = br#"{"id":"r1","inputs":[
+            {"name":"a","shape":[1,2],"datatype":"FP32","parameters":{"binary_data_size":8}},
+            {"name":"j","shape":[1],"datatype":"INT64","data":[5]},
+            {"name":"s","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":6}}],
+            "outputs":[{"name":"p","parameters":{"binary_data":true}},{"name":"q"}]}"#;
+        let request = decode_v2_infer(json, &binary, |_, _, _| Ok(())).unwrap();
+        assert_eq!(request.id.as_deref(), Some("r1"));
+        assert_eq!(request.inputs[0].data, TensorData::F32(vec![1.0, 2.0]));
+        assert_eq!(request.inputs[1].data, TensorData::I64(vec![5]));
+        assert_eq!(
+            request.inputs[2].data,
+            TensorData::String(vec!["hi".into()])
+        );
+        assert_eq!(request.outputs.requested[0].binary, Some(true));
+        assert_eq!(request.outputs.requested[1].binary, None);
+        // Bytes left over, or too few, are refused.
+        let extra = [binary.as_slice(), &[0]].concat();
+        assert!(decode_v2_infer(json, &extra, |_, _, _| Ok(())).is_err());
+        assert!(decode_v2_infer(json, &binary[..10], |_, _, _| Ok(())).is_err());
+
+        let p = Tensor::new("p", vec![2], TensorData::F32(vec![0.5, 0.25])).unwrap();
+        let q = Tensor::new("q", vec![1], TensorData::I64(vec![3])).unwrap();
+        let answer =
+            encode_v2_answer("m", "2", Some("r1"), &[q.clone(), p], &request.outputs).unwrap();
+        let header: Value = serde_json::from_slice(&answer.json).unwrap();
+        assert_eq!(header["id"], "r1");
+        assert_eq!(header["outputs"][0]["name"], "p");
+        assert_eq!(header["outputs"][0]["parameters"]["binary_data_size"], 8);
+        assert_eq!(header["outputs"][1]["data"][0], 3);
+        assert_eq!(
+            raw::decode_raw(DType::F32, 2, &answer.binary).unwrap(),
+            TensorData::F32(vec![0.5, 0.25])
+        );
+        let unknown = OutputChoice {
+            requested: vec![RequestedOutput {
+                name: "z".into(),
+                binary: None,
+            }],
+            binary_default: true,
+        };
+        let err = encode_v2_answer("m", "2", None, &[q], &unknown).unwrap_err();
+        assert!(err.to_string().contains("unknown output `z`"), "{err}");
     }
 
     #[test]

@@ -95,6 +95,47 @@ pub enum Reason {
     AtCeiling { wanted: usize, ceiling: usize },
 }
 
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Steady => write!(f, "steady"),
+            Reason::Load { ongoing } => write!(f, "load: {ongoing:.1} requests ongoing"),
+            Reason::Burst { ongoing } => write!(f, "burst: {ongoing:.1} requests ongoing"),
+            Reason::Latency { p95, target } => write!(
+                f,
+                "latency: p95 {:.1} ms over the target {:.1} ms",
+                p95.as_secs_f64() * 1e3,
+                target.as_secs_f64() * 1e3
+            ),
+            Reason::Idle { ongoing } => write!(f, "idle: {ongoing:.1} requests ongoing"),
+            Reason::AtCeiling { wanted, ceiling } => {
+                write!(f, "at the ceiling: {wanted} wanted, {ceiling} allowed")
+            }
+        }
+    }
+}
+
+/// The last resizes of one function version's pools, for its status (and the dashboard).
+#[derive(Debug, Default)]
+pub struct ScalingLog(std::sync::Mutex<VecDeque<crate::api::ScalingDecision>>);
+
+impl ScalingLog {
+    const KEPT: usize = 32;
+
+    pub fn push(&self, decision: crate::api::ScalingDecision) {
+        let mut log = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() == Self::KEPT {
+            log.pop_front();
+        }
+        log.push_back(decision);
+    }
+
+    pub fn recent(&self) -> Vec<crate::api::ScalingDecision> {
+        let log = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter().cloned().collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub instances: usize,

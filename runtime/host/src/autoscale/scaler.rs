@@ -167,6 +167,14 @@ impl Autoscaler {
                 "scaling: {:?}",
                 decision.reason
             );
+            function.scaling_log.push(crate::api::ScalingDecision {
+                at_ms: crate::records::now_ms(),
+                variant: variant.to_string(),
+                from: load.instances,
+                to: decision.instances,
+                reason: decision.reason.to_string(),
+                panic: decision.panic,
+            });
             if let Err(e) = pool.resize(decision.instances) {
                 tracing::error!(
                     function = function.name(),

@@ -542,6 +542,7 @@ impl ControlPlane {
             function.name(),
             function.version(),
             function.placement.replicas,
+            function.spec.spec.scaling.target_latency.map(|t| t.0),
         );
     }
 
@@ -585,7 +586,7 @@ async fn run_check(function: &LoadedFunction) -> Result<(), DeployError> {
     };
     let receiver = function
         .pool
-        .submit(work)
+        .submit(work, None)
         .map_err(|e| failed(e.to_string()))?;
     let deadline = endpoint
         .timeout

@@ -11,7 +11,6 @@ use crate::api::{
 use crate::records::{now_ms, Phase};
 use crate::registry::Serving;
 use crate::store::StoreError;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// The window `aifn status` reports latency over.
@@ -68,8 +67,9 @@ impl ControlPlane {
             queue_depth: load.queued,
             load,
             p95_ms: f.pool.p95(STATUS_WINDOW).map(|d| d.as_secs_f64() * 1e3),
+            // From the pool that takes the traffic, so that it goes on while the fallback serves.
             latency_ms: f
-                .pool
+                .serving_pool()
                 .percentiles(STATUS_WINDOW, &[0.5, 0.95, 0.99])
                 .map(|p| LatencyView {
                     p50: p[0].as_secs_f64() * 1e3,
@@ -78,7 +78,7 @@ impl ControlPlane {
                 }),
             rollout: rollout_view(&serving),
             fallback: f.fallback.as_ref().map(|pool| FallbackView {
-                active: f.fallback_active.load(Ordering::Relaxed),
+                active: std::ptr::eq(f.serving_pool(), pool),
                 load: pool.load(),
             }),
             scaling: ScalingView {
@@ -86,6 +86,7 @@ impl ControlPlane {
                 max: f.autoscale.max,
                 capacity: f.autoscale.capacity,
                 ceiling: f.autoscale.ceiling(),
+                decisions: f.scaling_log.recent(),
             },
             inputs: f.signature.inputs.iter().map(Into::into).collect(),
             outputs: f.signature.outputs.iter().map(Into::into).collect(),

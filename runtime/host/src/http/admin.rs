@@ -68,6 +68,16 @@ pub(super) async fn handle(
     let control = &host.control;
     match (&method, route) {
         (&Method::GET, Route::Functions) => Ok(ok(&control.list())),
+        (&Method::GET, Route::Tracing) => tracing_view(&host).map(|view| ok(&view)),
+        (&Method::PUT, Route::Tracing) => {
+            let change: api::Tracing = json_body(request).await?;
+            let tracer = host.tracer.as_ref().ok_or_else(no_tracing)?;
+            tracer
+                .set_sample_rate(change.sample_rate)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            tracing::info!(actor = %actor.0, rate = change.sample_rate, "trace sample rate changed");
+            tracing_view(&host).map(|view| ok(&view))
+        }
         (&Method::POST, Route::Functions) => {
             let deploy: DeployRequest = json_body(request).await?;
             let mut outcome = control.deploy(deploy, &actor).await?;
@@ -284,7 +294,7 @@ async fn upload(
     digest: &Digest,
 ) -> Result<HttpResponse, ApiError> {
     let limit = host.config.max_upload_bytes;
-    let mut writer = host.store.blob_writer()?;
+    let mut writer = host.store.blob_writer();
     let mut body = request.into_body();
     let mut received = 0u64;
     while let Some(frame) = body.frame().await {
@@ -299,10 +309,16 @@ async fn upload(
                     format!("the artifact is over the host's upload limit of {limit} bytes"),
                 ));
             }
-            writer.write(chunk)?;
+            // After a failed write (a full disk, say) the rest is still read, so that the
+            // client gets the answer rather than a connection reset in the middle of its upload.
+            if let Ok(file) = &mut writer {
+                if let Err(e) = file.write(chunk) {
+                    writer = Err(e);
+                }
+            }
         }
     }
-    let artifact = host.store.finish_blob(writer, digest)?;
+    let artifact = host.store.finish_blob(writer?, digest)?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!(api::Uploaded {
@@ -310,6 +326,22 @@ async fn upload(
             size: artifact.size,
         }),
     ))
+}
+
+fn tracing_view(host: &Host) -> Result<api::Tracing, ApiError> {
+    let tracer = host.tracer.as_ref().ok_or_else(no_tracing)?;
+    Ok(api::Tracing {
+        sample_rate: tracer.sample_rate(),
+        endpoint: host.config.traces.as_ref().map(|t| t.endpoint.clone()),
+    })
+}
+
+fn no_tracing() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "tracing_off",
+        "the host exports no traces: start it with --otlp-endpoint",
+    )
 }
 
 fn parse_digest(text: &str) -> Result<Digest, ApiError> {

@@ -5,10 +5,11 @@
 //! gets a copy afterwards.
 
 use super::error::{json_response, ApiError, HttpResponse};
+use super::facts;
+use super::read_incoming;
 use super::{names, rate_headers, PeerAddr};
-use super::{read_body, read_incoming};
 use crate::function::{LoadedFunction, Measurement};
-use crate::instance::{v2_inputs, InstancePool, InvokeError, Overloaded, Reply, Work};
+use crate::instance::{InstancePool, InvokeError, Overloaded, Reply, Work};
 use crate::keys::KeyStore;
 use crate::metrics::{EndpointMetrics, FunctionLabels, Metrics};
 use crate::policy::access::{self, JwtVerifier};
@@ -49,24 +50,28 @@ pub struct RequestLimits {
 
 impl RequestLimits {
     /// The deadline of a request to `policy`'s endpoint: its own, within the host's.
-    fn deadline(&self, policy: &EndpointPolicy) -> std::time::Duration {
+    pub(super) fn deadline(&self, policy: &EndpointPolicy) -> std::time::Duration {
         policy
             .timeout
             .map_or(self.request_timeout, |t| t.min(self.request_timeout))
     }
 
     /// The body limit of `policy`'s endpoint: its own, within the host's.
-    fn max_body(&self, policy: &EndpointPolicy) -> usize {
+    pub(super) fn max_body(&self, policy: &EndpointPolicy) -> usize {
         policy
             .max_body
             .map_or(self.max_body_bytes, |m| m.min(self.max_body_bytes))
     }
 }
 
-pub(super) async fn endpoint(
+pub(super) async fn endpoint<B>(
     data: Arc<DataPlane>,
-    request: Request<Incoming>,
-) -> Result<HttpResponse, ApiError> {
+    request: Request<B>,
+) -> Result<HttpResponse, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let path = request.uri().path().to_string();
     let serving = match data.registry.route(request.method().as_str(), &path) {
         RouteMatch::Found(serving) => serving,
@@ -103,8 +108,9 @@ pub(super) async fn endpoint(
             &function,
             std::slice::from_ref(policy),
             &path,
-            &request,
-        )?;
+            &RequestHead::of(&request),
+        )
+        .await?;
         let choice = serving.choose(&admitted.caller, request.headers());
         answering = choice.serve.clone();
         let function = choice.serve;
@@ -198,6 +204,7 @@ pub(super) async fn endpoint(
                     cache: cache.as_ref().map(|_| "bypass"),
                     rate: None,
                     variant: Some(reply.variant),
+                    headers: hyper::HeaderMap::new(),
                 }
             }
         };
@@ -220,6 +227,7 @@ pub(super) async fn endpoint(
         &path,
         started,
         served,
+        ErrorShape::Aifn,
     );
     response
         .headers_mut()
@@ -283,27 +291,48 @@ enum NotStored {
     Answer(CachedReply),
 }
 
+/// What admission looks at in a request, whichever protocol carried it: its headers (gRPC
+/// metadata are headers too) and the client's address.
+pub struct RequestHead<'r> {
+    pub headers: &'r hyper::HeaderMap,
+    pub peer: IpAddr,
+}
+
+impl<'r> RequestHead<'r> {
+    pub fn of<B>(request: &'r Request<B>) -> RequestHead<'r> {
+        RequestHead::from_parts(request.headers(), request.extensions())
+    }
+
+    pub fn from_parts(
+        headers: &'r hyper::HeaderMap,
+        extensions: &hyper::http::Extensions,
+    ) -> RequestHead<'r> {
+        // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d; allowlists name them as IPv4.
+        let peer = extensions
+            .get::<PeerAddr>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip().to_canonical());
+        RequestHead { headers, peer }
+    }
+}
+
 /// What passing the endpoint's access rules and rate limits gave.
-struct Admitted<'p> {
-    caller: Caller,
-    rate: Option<Allowed>,
+pub(super) struct Admitted<'p> {
+    pub caller: Caller,
+    pub rate: Option<Allowed>,
     /// The endpoint whose rules let the caller in: its body limit and deadline apply.
-    policy: &'p EndpointPolicy,
+    pub policy: &'p EndpointPolicy,
 }
 
 /// Access rules, then the host's rate limit, then the endpoint's, each counted when it refuses.
-fn admit<'p>(
+pub(super) async fn admit<'p>(
     data: &DataPlane,
     function: &LoadedFunction,
     policies: &'p [EndpointPolicy],
     route: &str,
-    request: &Request<Incoming>,
+    head: &RequestHead<'_>,
 ) -> Result<Admitted<'p>, ApiError> {
-    // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d; allowlists name them as IPv4.
-    let peer = request
-        .extensions()
-        .get::<PeerAddr>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip().to_canonical());
+    let began = Instant::now();
+    let peer = head.peer;
     // The first policy that admits the caller applies; if none does, the first refusal is the answer.
     let mut refusal = None;
     let mut admitted = None;
@@ -312,10 +341,12 @@ fn admit<'p>(
             policy,
             function.name(),
             peer,
-            request.headers(),
+            head.headers,
             &data.keys,
             &data.jwt,
-        ) {
+        )
+        .await
+        {
             Ok(caller) => {
                 admitted = Some((policy, caller));
                 break;
@@ -327,6 +358,11 @@ fn admit<'p>(
     }
     let Some((policy, caller)) = admitted else {
         let denied = refusal.expect("a function has at least one endpoint");
+        facts::note(|facts| {
+            if let Some(phase) = facts.phase("admission", began, Instant::now()) {
+                phase.attribute("aifn.admission", denied.reason()).done();
+            }
+        });
         Metrics::count_policy(
             &data.metrics.auth_failures,
             function.name(),
@@ -339,13 +375,33 @@ fn admit<'p>(
         Metrics::count_policy(&data.metrics.rate_limited, function.name(), route, scope);
         ApiError::rate_limited(scope, limited)
     };
-    if let Some(limit) = &data.host_limit {
-        limit.check().map_err(|l| refuse("host", l))?;
-    }
-    let rate = match &policy.rate_limit {
-        Some(limiter) => Some(limiter.check(&caller).map_err(|l| refuse("caller", l))?),
-        None => None,
-    };
+    let limits = (|| -> Result<Option<Allowed>, ApiError> {
+        if let Some(limit) = &data.host_limit {
+            limit.check().map_err(|l| refuse("host", l))?;
+        }
+        match &policy.rate_limit {
+            Some(limiter) => Ok(Some(
+                limiter.check(&caller).map_err(|l| refuse("caller", l))?,
+            )),
+            None => Ok(None),
+        }
+    })();
+    facts::note(|facts| {
+        let admitted = facts::Admitted {
+            name: function.name().to_string(),
+            target_latency: function.spec.spec.scaling.target_latency.map(|t| t.0),
+        };
+        facts.admitted(admitted, caller.key());
+        if let Some(phase) = facts.phase("admission", began, Instant::now()) {
+            let outcome = if limits.is_ok() {
+                "admitted"
+            } else {
+                "rate_limited"
+            };
+            phase.attribute("aifn.admission", outcome).done();
+        }
+    });
+    let rate = limits?;
     Ok(Admitted {
         caller,
         rate,
@@ -354,14 +410,16 @@ fn admit<'p>(
 }
 
 /// An answer on its way out, with what the policies add to its headers.
-struct Served {
-    status: u16,
-    content_type: String,
-    body: Bytes,
-    cache: Option<&'static str>,
-    rate: Option<Allowed>,
+pub(super) struct Served {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Bytes,
+    pub cache: Option<&'static str>,
+    pub rate: Option<Allowed>,
     /// The model variant that answered (not known for cached answers).
-    variant: Option<&'static str>,
+    pub variant: Option<&'static str>,
+    /// Headers of the protocol (the v2 binary data extension's header length).
+    pub headers: hyper::HeaderMap,
 }
 
 impl Served {
@@ -373,6 +431,7 @@ impl Served {
             cache: Some(outcome),
             rate: None,
             variant: None,
+            headers: hyper::HeaderMap::new(),
         }
     }
 }
@@ -407,7 +466,7 @@ struct Pending<'f> {
 fn submit(function: &LoadedFunction, work: Work) -> Result<Pending<'_>, Overloaded> {
     let started = Instant::now();
     let pool = function.serving_pool();
-    let receiver = pool.submit(work)?;
+    let receiver = pool.submit(work, facts::span_context())?;
     Ok(Pending {
         answered: Answered {
             function,
@@ -446,6 +505,7 @@ impl Pending<'_> {
                 data.metrics
                     .observe_stage(name, "postprocess", t.postprocess);
                 data.metrics.observe_batch(name, t.batch_size);
+                note_stages(self.answered.started, &reply);
                 Ok(reply)
             }
         };
@@ -457,9 +517,41 @@ impl Pending<'_> {
     }
 }
 
+/// The request's stages in its trace: they ran one after the other from its submission.
+fn note_stages(submitted: Instant, reply: &Reply) {
+    let timings = &reply.timings;
+    facts::note(|facts| {
+        let mut at = submitted;
+        let stages = [
+            ("queue", timings.queued),
+            ("preprocess", timings.preprocess),
+            ("inference", timings.inference),
+            ("postprocess", timings.postprocess),
+        ];
+        for (name, took) in stages {
+            if took.is_zero() && name != "inference" {
+                continue;
+            }
+            let Some(phase) = facts.phase(name, at, at + took) else {
+                return;
+            };
+            let phase = if name == "inference" {
+                phase
+                    .attribute("aifn.batch.size", timings.batch_size as i64)
+                    .attribute("aifn.variant", reply.variant)
+                    .shared_run(reply.shared_run.clone())
+            } else {
+                phase
+            };
+            phase.done();
+            at += took;
+        }
+    });
+}
+
 /// Hands work to the function's instances and waits for the reply. A full pool answers 503,
 /// which counts as the version's answer.
-async fn invoke(
+pub(super) async fn invoke(
     data: &DataPlane,
     function: &LoadedFunction,
     work: Work,
@@ -484,17 +576,26 @@ async fn invoke(
     }
 }
 
+/// Which error body an answer carries: aifn's own `{"error": {"code", "message", ...}}`, or the
+/// Open Inference Protocol's `{"error": "<message>"}` on its routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ErrorShape {
+    Aifn,
+    OpenInference,
+}
+
 /// Turns an answer or an error into the response, tagged with the version that answered and the
 /// policies' headers, and counts it.
-fn finish(
+pub(super) fn finish(
     data: &DataPlane,
     function: &LoadedFunction,
     endpoint_metrics: Option<&EndpointMetrics>,
     route: &str,
     started: Instant,
     result: Result<Served, ApiError>,
+    shape: ErrorShape,
 ) -> HttpResponse {
-    let mut response = match result {
+    let (mut response, variant, limit) = match result {
         Ok(served) => {
             let mut response = Response::new(Full::new(served.body));
             *response.status_mut() = StatusCode::from_u16(served.status).unwrap_or(StatusCode::OK);
@@ -507,136 +608,72 @@ fn finish(
             }
             if let Some(variant) = served.variant {
                 headers.insert(names::X_AIFN_VARIANT, HeaderValue::from_static(variant));
-                data.metrics.count_variant(function.name(), variant);
             }
             if let Some(rate) = served.rate {
                 rate_headers(headers, rate.limit, rate.remaining, rate.reset);
             }
-            response
+            headers.extend(served.headers);
+            (response, served.variant, None)
         }
         Err(mut error) => {
-            if let Some(limit) = error.limit() {
-                data.metrics.limit_hit(limit);
-            }
-            error.details.get_or_insert_with(
-                || json!({ "function": function.name(), "version": function.version() }),
-            );
-            error.into_response()
+            let limit = error.limit();
+            let response = match shape {
+                ErrorShape::Aifn => {
+                    error.details.get_or_insert_with(
+                        || json!({ "function": function.name(), "version": function.version() }),
+                    );
+                    error.into_response()
+                }
+                ErrorShape::OpenInference => error.into_v2_response(),
+            };
+            (response, None, limit)
         }
     };
     let headers = response.headers_mut();
     headers.insert(names::X_AIFN_FUNCTION, function.name_header.clone());
     headers.insert(names::X_AIFN_VERSION, function.version_header.clone());
     let status = response.status().as_u16();
+    count_answer(
+        data,
+        function,
+        endpoint_metrics,
+        route,
+        started,
+        status,
+        variant,
+        limit,
+    );
+    response
+}
+
+/// Counts one answer of a version in the metrics: its status and latency (per endpoint, or per
+/// route for the v2 routes), the model variant that gave it, and the host limit that refused it.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn count_answer(
+    data: &DataPlane,
+    function: &LoadedFunction,
+    endpoint_metrics: Option<&EndpointMetrics>,
+    route: &str,
+    started: Instant,
+    status: u16,
+    variant: Option<&'static str>,
+    limit: Option<&'static str>,
+) {
+    if let Some(variant) = variant {
+        data.metrics.count_variant(function.name(), variant);
+    }
+    if let Some(limit) = limit {
+        data.metrics.limit_hit(limit);
+    }
     match endpoint_metrics {
         Some(metrics) => metrics.answered(status, started.elapsed()),
         None => data
             .metrics
             .count_request(function.name(), route, status, started.elapsed()),
     }
-    response
 }
 
-/// The Open Inference Protocol v2 routes.
-pub(super) async fn v2(
-    data: Arc<DataPlane>,
-    request: Request<Incoming>,
-) -> Result<HttpResponse, ApiError> {
-    let path = request.uri().path().to_string();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let get = request.method() == Method::GET;
-    let post = request.method() == Method::POST;
-    match segments.as_slice() {
-        ["v2"] if get => Ok(json_response(
-            StatusCode::OK,
-            &json!({ "name": "aifn", "version": env!("CARGO_PKG_VERSION"), "extensions": [] }),
-        )),
-        ["v2", "health", "live"] if get => {
-            Ok(json_response(StatusCode::OK, &json!({ "live": true })))
-        }
-        ["v2", "health", "ready"] if get => Ok(super::readiness(&data.registry, false)),
-        ["v2", "models", name, rest @ ..] => {
-            let no_model = || ApiError::not_found(format!("no model named `{name}`"));
-            let serving = data.registry.serving(name).ok_or_else(no_model)?;
-            let function = serving.stable.clone();
-            // A function whose spec keeps v2 closed is not a model here (see `spec.v2`).
-            if !function.v2_exposed {
-                return Err(no_model());
-            }
-            // `/versions/<n>/...` addresses a version; only the active one is served.
-            let rest = match rest {
-                ["versions", version, rest @ ..] => {
-                    if version.parse::<u64>().ok() != Some(function.version()) {
-                        return Err(ApiError::not_found(format!(
-                            "version {version} of `{name}` is not serving (version {} is)",
-                            function.version()
-                        )));
-                    }
-                    rest
-                }
-                rest => rest,
-            };
-            let route = format!("/v2/models/{name}/infer");
-            match rest {
-                // Metadata and readiness tell what the model is: the caller needs what the
-                // function's endpoints ask for.
-                [] if get => {
-                    admit(&data, &function, &function.endpoints, &route, &request)?;
-                    Ok(json_response(StatusCode::OK, &model_metadata(&function)))
-                }
-                ["ready"] if get => {
-                    admit(&data, &function, &function.endpoints, &route, &request)?;
-                    Ok(json_response(
-                        StatusCode::OK,
-                        &json!({ "name": name, "ready": true }),
-                    ))
-                }
-                ["infer"] if post => {
-                    let started = Instant::now();
-                    let mut answering = function.clone();
-                    let result = async {
-                        let admitted =
-                            admit(&data, &function, &function.endpoints, &route, &request)?;
-                        answering = serving.choose(&admitted.caller, request.headers()).serve;
-                        let function = answering.clone();
-                        // The admitting endpoint's bounds, within the host's.
-                        let deadline = data.limits.deadline(admitted.policy);
-                        let max_body = data.limits.max_body(admitted.policy);
-                        let run = async {
-                            let body = read_body(request, max_body).await?;
-                            let inputs =
-                                v2_inputs(&function.signature, &function.tensor_limits, &body)?;
-                            invoke(&data, &function, Work::Tensors(inputs)).await
-                        };
-                        let reply = tokio::time::timeout(deadline, run)
-                            .await
-                            .map_err(|_| timed_out(deadline))?
-                            .map_err(|e| e.with_rate(admitted.rate))?;
-                        Ok(Served {
-                            status: reply.status,
-                            content_type: reply.content_type,
-                            body: reply.body,
-                            cache: None,
-                            rate: admitted.rate,
-                            variant: Some(reply.variant),
-                        })
-                    }
-                    .await;
-                    Ok(finish(&data, &answering, None, &route, started, result))
-                }
-                [] | ["ready"] | ["infer"] => Err(method_not_allowed(
-                    &path,
-                    if rest == ["infer"] { "POST" } else { "GET" },
-                )),
-                _ => Err(ApiError::not_found(format!("no route {path}"))),
-            }
-        }
-        ["v2"] | ["v2", "health", "live" | "ready"] => Err(method_not_allowed(&path, "GET")),
-        _ => Err(ApiError::not_found(format!("no route {path}"))),
-    }
-}
-
-fn timed_out(deadline: std::time::Duration) -> ApiError {
+pub(super) fn timed_out(deadline: std::time::Duration) -> ApiError {
     ApiError::new(
         StatusCode::GATEWAY_TIMEOUT,
         "request_timeout",
@@ -644,29 +681,13 @@ fn timed_out(deadline: std::time::Duration) -> ApiError {
     )
 }
 
-fn method_not_allowed(path: &str, allowed: &str) -> ApiError {
+pub(super) fn method_not_allowed(path: &str, allowed: &str) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!("{path} allows only {allowed}"),
     )
     .with_header(ALLOW, allowed)
-}
-
-fn model_metadata(function: &LoadedFunction) -> serde_json::Value {
-    let ports = |ports: &[aifn_model::Port]| -> Vec<serde_json::Value> {
-        ports
-            .iter()
-            .map(|p| json!({ "name": p.name, "datatype": p.dtype.v2_name(), "shape": p.shape }))
-            .collect()
-    };
-    json!({
-        "name": function.name(),
-        "versions": [function.version().to_string()],
-        "platform": "onnxruntime_onnx",
-        "inputs": ports(&function.signature.inputs),
-        "outputs": ports(&function.signature.outputs),
-    })
 }
 
 /// Where labels for a function's answers are sent: reserved, so it never meets a function's route.
@@ -698,7 +719,14 @@ pub(super) async fn feedback(
     let no_function = || ApiError::not_found(format!("no function named `{name}`"));
     let serving = data.registry.serving(&name).ok_or_else(no_function)?;
     let function = serving.stable.clone();
-    admit(&data, &function, &function.endpoints, &path, &request)?;
+    admit(
+        &data,
+        &function,
+        &function.endpoints,
+        &path,
+        &RequestHead::of(&request),
+    )
+    .await?;
     let (parts, body) = request.into_parts();
     let body = read_incoming(&parts.headers, body, MAX_FEEDBACK_BYTES).await?;
     let feedback: serde_json::Value = serde_json::from_slice(&body)

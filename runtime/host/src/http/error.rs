@@ -109,12 +109,84 @@ impl ApiError {
             error["details"] = details;
         }
         let mut response = json_response(self.status, &json!({ "error": error }));
-        for (name, value) in self.headers {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                response.headers_mut().append(name, value);
+        append_headers(&mut response, self.headers);
+        response
+    }
+}
+
+impl ApiError {
+    /// The Open Inference Protocol's error answer: the same status and headers, the body
+    /// `{"error": "<message>"}` its clients read, and aifn's machine-readable code in the
+    /// `X-Aifn-Error` header.
+    pub fn into_v2_response(self) -> HttpResponse {
+        let mut response = json_response(self.status, &json!({ "error": self.message }));
+        response
+            .headers_mut()
+            .insert(names::X_AIFN_ERROR, HeaderValue::from_static(self.code));
+        append_headers(&mut response, self.headers);
+        response
+    }
+}
+
+/// The gRPC status of an error: its code by the HTTP status, its message, aifn's code in the
+/// `x-aifn-error` metadata, and for a rate limit the protocol's `RetryInfo` detail (and
+/// `retry-after`), so clients back off as long as the limit says.
+impl From<ApiError> for tonic::Status {
+    fn from(error: ApiError) -> tonic::Status {
+        use tonic::Code;
+        use tonic_types::{ErrorDetails, StatusExt};
+        let code = match error.status.as_u16() {
+            400 | 422 => Code::InvalidArgument,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::NotFound,
+            405 | 501 => Code::Unimplemented,
+            409 => Code::FailedPrecondition,
+            413 | 429 => Code::ResourceExhausted,
+            503 => Code::Unavailable,
+            504 => Code::DeadlineExceeded,
+            _ => Code::Internal,
+        };
+        let retry_after = error
+            .headers
+            .iter()
+            .find(|(name, _)| name == hyper::header::RETRY_AFTER)
+            .and_then(|(_, v)| v.parse::<u64>().ok());
+        let mut status = match retry_after {
+            Some(seconds) if code == Code::ResourceExhausted => tonic::Status::with_error_details(
+                code,
+                error.message.clone(),
+                ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(seconds))),
+            ),
+            _ => tonic::Status::new(code, error.message.clone()),
+        };
+        let metadata = status.metadata_mut();
+        if let Ok(value) = error.code.parse() {
+            metadata.insert("x-aifn-error", value);
+        }
+        for (name, value) in &error.headers {
+            if let (Ok(name), Ok(value)) = (
+                tonic::metadata::AsciiMetadataKey::from_bytes(name.as_str().as_bytes()),
+                value.parse(),
+            ) {
+                metadata.insert(name, value);
             }
         }
-        response
+        status
+    }
+}
+
+impl From<InvokeError> for tonic::Status {
+    fn from(error: InvokeError) -> tonic::Status {
+        ApiError::from(error).into()
+    }
+}
+
+fn append_headers(response: &mut HttpResponse, headers: Vec<(HeaderName, String)>) {
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(name, value);
+        }
     }
 }
 

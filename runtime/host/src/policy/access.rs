@@ -1,13 +1,16 @@
 //! Who may call an endpoint: client network allowlists, API keys, and JWT bearer tokens.
 
+use super::introspection::{ClientCredentials, Introspector};
+use super::jwks::{RemoteKeys, Source};
 use super::{Caller, EndpointPolicy};
 use crate::keys::{KeyRejection, KeyStore};
-use aifn_spec::{Auth, JwtRule};
+use aifn_spec::{Auth, JwtKeys, JwtRule};
 use anyhow::Context as _;
 use hyper::header::{HeaderMap, AUTHORIZATION};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessDenied {
@@ -34,19 +37,26 @@ impl AccessDenied {
     }
 }
 
-/// Verifies JWTs with the keys the host was configured with: an HS256 secret, RS256 keys from a
-/// JWKS file, or both.
+/// Verifies JWTs: with the keys the host was configured with (an HS256 secret, keys from a JWKS
+/// file, or both), or, for an endpoint whose `jwt.keys` says so, with its identity provider's
+/// (see [`super::jwks`]).
 #[derive(Default)]
 pub struct JwtVerifier {
     secret: Option<DecodingKey>,
     rsa_keys: Vec<(Option<String>, DecodingKey)>,
+    /// Providers' keys, one cache per source, shared by every endpoint that names it.
+    remote: dashmap::DashMap<Source, Arc<RemoteKeys>>,
+    /// Introspection endpoints for opaque tokens, one cache per URL.
+    introspectors: dashmap::DashMap<String, Arc<Introspector>>,
+    /// The host's client credentials at introspection endpoints.
+    pub introspection_credentials: ClientCredentials,
 }
 
 impl JwtVerifier {
     pub fn new(secret: Option<&str>, jwks: Option<&Path>) -> anyhow::Result<JwtVerifier> {
         let mut verifier = JwtVerifier {
             secret: secret.map(|s| DecodingKey::from_secret(s.as_bytes())),
-            rsa_keys: Vec::new(),
+            ..JwtVerifier::default()
         };
         if let Some(path) = jwks {
             let text = std::fs::read_to_string(path)
@@ -67,13 +77,76 @@ impl JwtVerifier {
         self.secret.is_some() || !self.rsa_keys.is_empty()
     }
 
-    /// Checks signature, issuer, audience and expiry; returns the token's subject.
-    pub fn verify(&self, token: &str, rule: &JwtRule) -> Result<String, AccessDenied> {
-        let invalid = |why: String| {
-            AccessDenied::InvalidCredentials(format!("the bearer token is not valid: {why}"))
+    /// The keys of an identity provider, fetched once for all endpoints that use it.
+    pub fn remote(&self, rule: &JwtRule) -> Option<Arc<RemoteKeys>> {
+        let source = match &rule.keys {
+            JwtKeys::Host => return None,
+            JwtKeys::Discovery => Source::Discovery {
+                issuer: rule.issuer.clone(),
+            },
+            JwtKeys::Url(url) => Source::Url(url.clone()),
         };
-        let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(e.to_string()))?;
-        let key = match header.alg {
+        Some(
+            self.remote
+                .entry(source.clone())
+                .or_insert_with(|| RemoteKeys::new(source))
+                .clone(),
+        )
+    }
+
+    /// Checks signature, issuer, audience and expiry; returns the token's subject. A token that
+    /// is not a JWT goes to the endpoint's introspection URL, if it has one.
+    pub async fn verify(&self, token: &str, rule: &JwtRule) -> Result<String, AccessDenied> {
+        let header = match (jsonwebtoken::decode_header(token), &rule.introspection) {
+            (Ok(header), _) => header,
+            (Err(_), Some(url)) => {
+                let introspector = self
+                    .introspectors
+                    .entry(url.clone())
+                    .or_insert_with(|| {
+                        Introspector::new(url.clone(), self.introspection_credentials.clone())
+                    })
+                    .clone();
+                return introspector
+                    .check(token, rule)
+                    .await
+                    .map_err(AccessDenied::InvalidCredentials);
+            }
+            (Err(e), None) => return Err(invalid(e.to_string())),
+        };
+        let no_key = || {
+            invalid(format!(
+                "no key {} verifies {:?} tokens{}",
+                if rule.keys == JwtKeys::Host {
+                    "on this host"
+                } else {
+                    "of the issuer"
+                },
+                header.alg,
+                header
+                    .kid
+                    .as_ref()
+                    .map(|k| format!(" with kid `{k}`"))
+                    .unwrap_or_default()
+            ))
+        };
+        match self.remote(rule) {
+            None => {
+                let key = self.host_key(&header).ok_or_else(no_key)?;
+                decode(token, key, header.alg, rule)
+            }
+            Some(remote) => {
+                let key = remote
+                    .find(header.kid.as_deref(), header.alg)
+                    .await
+                    .ok_or_else(no_key)?;
+                decode(token, &key.key, header.alg, rule)
+            }
+        }
+    }
+
+    fn host_key(&self, header: &jsonwebtoken::Header) -> Option<&DecodingKey> {
+        match header.alg {
             Algorithm::HS256 => self.secret.as_ref(),
             Algorithm::RS256 => match &header.kid {
                 Some(kid) => self
@@ -86,30 +159,33 @@ impl JwtVerifier {
             },
             _ => None,
         }
-        .ok_or_else(|| {
-            invalid(format!(
-                "no key on this host verifies {:?} tokens{}",
-                header.alg,
-                header
-                    .kid
-                    .map(|k| format!(" with kid `{k}`"))
-                    .unwrap_or_default()
-            ))
-        })?;
-        let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[&rule.issuer]);
-        validation.set_audience(&[&rule.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 5;
-        validation.validate_nbf = true;
-        #[derive(serde::Deserialize)]
-        struct Claims {
-            sub: String,
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
-            .map_err(|e| invalid(e.to_string()))?;
-        Ok(data.claims.sub)
     }
+}
+
+fn invalid(why: String) -> AccessDenied {
+    AccessDenied::InvalidCredentials(format!("the bearer token is not valid: {why}"))
+}
+
+/// Verifies a token's signature with `key` and its claims against `rule`.
+fn decode(
+    token: &str,
+    key: &DecodingKey,
+    algorithm: Algorithm,
+    rule: &JwtRule,
+) -> Result<String, AccessDenied> {
+    let mut validation = Validation::new(algorithm);
+    validation.set_issuer(&[&rule.issuer]);
+    validation.set_audience(&[&rule.audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = 5;
+    validation.validate_nbf = true;
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        sub: String,
+    }
+    let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(data.claims.sub)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -121,7 +197,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Decides whether a request may reach the function, and who its caller is.
-pub fn check(
+pub async fn check(
     policy: &EndpointPolicy,
     function: &str,
     peer: IpAddr,
@@ -156,7 +232,7 @@ pub fn check(
                 .jwt
                 .as_ref()
                 .expect("the spec requires a jwt block with auth: jwt");
-            jwt.verify(token, rule).map(Caller::Subject)
+            jwt.verify(token, rule).await.map(Caller::Subject)
         }
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod access;
 pub mod cache;
+pub mod introspection;
+pub mod jwks;
 pub mod rate_limit;
 
 use aifn_spec::{Auth, Endpoint, JwtRule, Method};
