@@ -155,7 +155,8 @@ fn the_dashboard_shows_functions_live_charts_a_rollout_and_a_drift_alert_in_chro
                     }
                     let body = json!({ "request_id": id, "label": label }).to_string();
                     let answer = host.post("/aifn/v1/feedback/churn-predictor", &body);
-                    // Answers of the fallback model are not kept for labels.
+                    // The fallback's answers are not the model's predictions, and a sample the
+                    // monitor dropped under load is not kept: neither takes a label.
                     assert!(
                         answer.status == 200 || answer.error_code() == "unknown_request_id",
                         "{}",
