@@ -214,12 +214,14 @@ fn churn_probability(answer: &Value) -> f64 {
         .unwrap()
 }
 
-/// Runs tests/clients/triton_client.py with `ask` on stdin; what it printed.
-fn triton_client(ask: &Value) -> Value {
+/// Runs `tests/clients/SCRIPT` with the project's Python, `args` and `stdin`; insists that it
+/// succeeds and decodes the JSON it printed (`what` names it in failures).
+fn python_client(script: &str, args: &[&str], stdin: &str, what: &str) -> Value {
     let python = repo().join(".venv/bin/python");
     assert!(python.exists(), "no .venv: run ./scripts/setup.sh");
     let mut child = Command::new(python)
-        .arg(repo().join("tests/clients/triton_client.py"))
+        .arg(repo().join("tests/clients").join(script))
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -229,19 +231,21 @@ fn triton_client(ask: &Value) -> Value {
         .stdin
         .take()
         .unwrap()
-        .write_all(ask.to_string().as_bytes())
+        .write_all(stdin.as_bytes())
         .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),
-        "tritonclient ({}) failed:\n{}",
-        ask["protocol"],
+        "{what} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    decode(
-        &String::from_utf8_lossy(&output.stdout),
-        "tritonclient's report",
-    )
+    decode(&String::from_utf8_lossy(&output.stdout), what)
+}
+
+/// Runs tests/clients/triton_client.py with `ask` on stdin; what it printed.
+fn triton_client(ask: &Value) -> Value {
+    let what = format!("tritonclient ({})", ask["protocol"]);
+    python_client("triton_client.py", &[], &ask.to_string(), &what)
 }
 
 fn floats_close(a: &Value, b: &Value, what: &str) {
@@ -501,18 +505,10 @@ fn http2_multiplexes_streams_and_alpn_picks_the_protocol() {
 
     // A grpcurl-style client that knows no proto: health, then reflection's descriptors to
     // build and send a ModelInfer.
-    let output = Command::new(repo().join(".venv/bin/python"))
-        .arg(repo().join("tests/clients/reflection_client.py"))
-        .args([address_plain.as_str(), "churn-predictor"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = decode(
-        &String::from_utf8_lossy(&output.stdout),
+    let seen = python_client(
+        "reflection_client.py",
+        &[address_plain.as_str(), "churn-predictor"],
+        "",
         "the reflection client",
     );
     assert_eq!(seen["health"][""], "SERVING", "{seen}");
@@ -1049,18 +1045,10 @@ fn grpc_calls_share_the_endpoints_rate_limit_and_back_off_as_told() {
             "      auth: none\n      rate_limit: {requests_per_second: 0.1, burst: 3}\n",
         )],
     ));
-    let output = Command::new(repo().join(".venv/bin/python"))
-        .arg(repo().join("tests/clients/grpc_rate_limit.py"))
-        .args([address(&host.base).as_str(), "5"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = decode(
-        &String::from_utf8_lossy(&output.stdout),
+    let seen = python_client(
+        "grpc_rate_limit.py",
+        &[address(&host.base).as_str(), "5"],
+        "",
         "the rate-limit client",
     );
     assert_eq!(
