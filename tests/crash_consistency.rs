@@ -555,6 +555,8 @@ fn kill_during_startup(state: &Path, after: Duration) {
         .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
         .arg(state)
         .args(["--admin-token", ADMIN_TOKEN])
+        // Not the default 8081, which another test's host may hold.
+        .args(["--admin-listen", "127.0.0.1:0"])
         .args(HOST_ARGS)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -541,21 +541,28 @@ fn aifn_up_serves_a_function_in_one_process() {
             spec.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
+            // Not the default 8081: something else on the machine may hold it.
+            "--admin-listen",
+            "127.0.0.1:0",
             "--state-dir",
         ])
         .arg(dir.join("state"))
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("up.log")).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     let mut printed = String::new();
     let base = loop {
-        let line = lines
-            .next()
-            .expect("aifn up printed where it listens")
-            .unwrap();
+        let Some(line) = lines.next() else {
+            let _ = child.wait();
+            panic!(
+                "aifn up exited before it listened: {}",
+                std::fs::read_to_string(dir.join("up.log")).unwrap_or_default()
+            );
+        };
+        let line = line.unwrap();
         printed.push_str(&line);
         printed.push('\n');
         if let Some(base) = line.strip_prefix("aifn listening on ") {

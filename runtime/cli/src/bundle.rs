@@ -22,15 +22,20 @@ pub struct Bundle {
     pub monitoring_reference: Option<Artifact>,
 }
 
+/// Reads and validates a spec file: its text, and what it says (errors name field and line).
+pub fn read_spec(spec_path: &Path) -> anyhow::Result<(String, aifn_spec::FunctionSpec)> {
+    let spec_yaml = std::fs::read_to_string(spec_path)
+        .with_context(|| format!("reading {}", spec_path.display()))?;
+    match aifn_spec::parse(&spec_yaml) {
+        Ok(spec) => Ok((spec_yaml, spec)),
+        Err(errors) => bail!("{}", render_spec_errors(spec_path, &errors)),
+    }
+}
+
 impl Bundle {
     /// Reads and validates a spec, then the model and module files it names.
     pub fn load(spec_path: &Path) -> anyhow::Result<Bundle> {
-        let spec_yaml = std::fs::read_to_string(spec_path)
-            .with_context(|| format!("reading {}", spec_path.display()))?;
-        let spec = match aifn_spec::parse(&spec_yaml) {
-            Ok(spec) => spec,
-            Err(errors) => bail!("{}", render_spec_errors(spec_path, &errors)),
-        };
+        let (spec_yaml, spec) = read_spec(spec_path)?;
         let dir = spec_path.parent().unwrap_or(Path::new("."));
         let model = spec
             .spec

@@ -3,6 +3,7 @@
 mod build;
 mod bundle;
 mod client;
+mod image;
 
 use aifn_host::api::{self, DeployRequest};
 use aifn_host::records::{Actor, Digest};
@@ -39,6 +40,37 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+enum K8sCommand {
+    /// Print the objects of a function version for `kubectl apply -f -` (or a GitOps repository):
+    /// Deployment, Services, PodDisruptionBudget, KEDA ScaledObject and TriggerAuthentication,
+    /// and with --gateway an HTTPRoute.
+    Render {
+        spec: PathBuf,
+        /// The image serving this version; by default the spec's `ai.function/image` annotation.
+        #[arg(long)]
+        image: Option<String>,
+        /// What names this version's objects (`NAME-VERSION`); by default from the image's tag.
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// The Gateway API Gateway (`NAME` or `NAMESPACE/NAME`) the HTTPRoute attaches to.
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+    /// Print the Function CustomResourceDefinition.
+    Crd,
+    /// Print the manifest that installs the CRD and the operator (deploy/kubernetes/install.yaml).
+    Install {
+        #[arg(long, default_value = DEFAULT_OPERATOR_IMAGE)]
+        operator_image: String,
+    },
+}
+
+/// The operator's image as the install manifest names it.
+const DEFAULT_OPERATOR_IMAGE: &str = "localhost/aifn/operator:0.1.0";
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a host: data plane, control plane and v2 inference protocol on one address.
     Serve(ServeArgs),
@@ -50,6 +82,22 @@ enum Command {
         /// The directory to write (created if absent).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Build the OCI image of a function version (buildah, from this machine's files): the host,
+    /// ONNX Runtime and the bundle, tagged by the bundle's digest. Prints the image's name.
+    Image {
+        spec: PathBuf,
+        /// The image's repository; by default `localhost/aifn/NAME`.
+        #[arg(long)]
+        repository: Option<String>,
+        /// A buildah store of its own (`--root DIR/root --runroot DIR/run`); by default buildah's.
+        #[arg(long)]
+        storage: Option<PathBuf>,
+    },
+    /// Kubernetes: the objects of a function, the Function CRD, the install manifest.
+    K8s {
+        #[command(subcommand)]
+        command: K8sCommand,
     },
     /// Run a host with the given functions deployed, in one process (the quick start).
     Up {
@@ -558,6 +606,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 manifest.files.len() + 1,
                 manifest.digest
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Image {
+            spec,
+            repository,
+            storage,
+        } => {
+            build::build(&spec, false)?;
+            let built = image::build_image(&spec, repository.as_deref(), &image::Storage(storage))?;
+            println!(
+                "built {} ({} MB, bundle {})",
+                built.reference,
+                built.size / 1_000_000,
+                built.digest
+            );
+            println!(
+                "  serve it on Kubernetes: set metadata.annotations.\"{}\" to it, or `aifn k8s render --image`",
+                aifn_k8s::IMAGE_ANNOTATION
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::K8s { command } => {
+            let objects = match command {
+                K8sCommand::Render {
+                    spec,
+                    image,
+                    version,
+                    namespace,
+                    gateway,
+                } => {
+                    let (_, spec) = bundle::read_spec(&spec)?;
+                    let version = aifn_k8s::render::Version::new(spec, image, version)?;
+                    let placement = aifn_k8s::render::Placement { namespace, gateway };
+                    aifn_k8s::render::render(&version, &placement)
+                }
+                K8sCommand::Crd => vec![aifn_k8s::crd::function_crd()],
+                K8sCommand::Install { operator_image } => {
+                    aifn_k8s::install::install_manifest(&operator_image)
+                }
+            };
+            print!("{}", aifn_k8s::to_yaml(&objects));
             Ok(ExitCode::SUCCESS)
         }
         Command::Deploy {

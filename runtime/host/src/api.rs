@@ -199,6 +199,9 @@ pub struct FunctionStatus {
     pub p95_ms: Option<f64>,
     /// p50, p95 and p99 latency over the last 10 s, in milliseconds (queue + service).
     pub latency_ms: Option<LatencyView>,
+    /// Numbers for what judges this host from outside: an autoscaler (KEDA's metrics-api reads
+    /// them from each pod) and the Kubernetes operator's rollouts across pods.
+    pub signals: Signals,
     /// Instances the autoscaler keeps between (`min`, and `max` capped by this host's capacity).
     pub scaling: ScalingView,
     /// The `spec.fallback` model's pool, and whether it takes the traffic now.
@@ -253,6 +256,22 @@ impl From<&aifn_model::Port> for PortView {
             shape: port.shape.clone(),
         }
     }
+}
+
+/// [`FunctionStatus::signals`]: always numbers, since a scaler cannot read a missing value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Signals {
+    /// p95 latency over the last 10 s of the pool taking the traffic, in milliseconds; 0 when it
+    /// answered nothing (no load, nothing to scale for).
+    pub p95_ms: f64,
+    /// Requests being served or waiting.
+    pub in_flight: usize,
+    /// Over the spec's rollout window (`window_secs`): requests answered and the 5xx among them,
+    /// and their p95 (0 without answers); what a rollout is judged on.
+    pub window_secs: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub window_p95_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

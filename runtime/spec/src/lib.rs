@@ -6,6 +6,7 @@
 //! duplicate routes) with its field path and position instead of stopping at the first.
 
 pub mod quantity;
+mod schema;
 pub mod types;
 pub mod validate;
 pub mod yaml;

@@ -21,9 +21,13 @@ pub struct FunctionSpec {
 pub struct Metadata {
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// Notes for tools, as on Kubernetes objects: `ai.function/image` names the image that serves
+    /// this version on a cluster (`aifn image`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct FunctionBody {
     pub model: ModelSpec,
     pub resources: Resources,
@@ -48,7 +52,7 @@ pub struct FunctionBody {
 }
 
 /// `spec.monitoring`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Monitoring {
     /// A JSON Lines file next to the spec, one training-time example per line:
     /// `{"request": {...the request body...}, "outputs": {"NAME": [..]}}`. Absent: the first
@@ -93,7 +97,7 @@ impl Default for Monitoring {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DriftThresholds {
     pub psi: f64,
     pub kl: f64,
@@ -109,14 +113,14 @@ impl Default for LabelPolicy {
 }
 
 /// `spec.monitoring.labels`: how long answers wait for their ground truth, and how many.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct LabelPolicy {
     pub ttl: HumanDuration,
     pub max_predictions: u32,
 }
 
 /// `spec.monitoring.alerts[]`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct AlertRule {
     pub on: AlertOn,
     pub action: AlertAction,
@@ -127,7 +131,7 @@ pub struct AlertRule {
     pub url: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertOn {
     Drift,
@@ -136,7 +140,7 @@ pub enum AlertOn {
     Errors,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertAction {
     /// Record and notify only.
@@ -152,7 +156,7 @@ pub enum AlertAction {
 }
 
 /// `spec.check`: a sample request sent to a new version before it takes any traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SampleRequest {
     /// One of the function's endpoints; absent: the first.
     pub route: Option<String>,
@@ -160,6 +164,7 @@ pub struct SampleRequest {
     pub body: String,
     /// Headers sent with it (`content-type`, say).
     #[serde(serialize_with = "pairs_as_mapping")]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub headers: Vec<(String, String)>,
 }
 
@@ -169,7 +174,7 @@ pub struct SampleRequest {
 /// The rule: it is on by default only for a function without a module, where the v2 route takes
 /// what its endpoints take. With a module, the module's own bounds (a token limit, say) would be
 /// bypassed, so it is off unless the spec turns it on, ideally with `max_shape`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct V2Access {
     /// Explicitly on or off; absent: the rule above.
     pub enabled: Option<bool>,
@@ -185,7 +190,7 @@ impl V2Access {
 }
 
 /// `spec.rollout`: a gradual, watched replacement of the serving version.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Rollout {
     pub strategy: RolloutStrategy,
     /// Shares of traffic (percent) the new version takes in turn; the last is 100.
@@ -223,7 +228,9 @@ impl Default for Rollout {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutStrategy {
     /// Replace the serving version at once.
@@ -255,6 +262,17 @@ pub enum Sticky {
     Header(String),
 }
 
+/// Written as in a spec: `host`, `discovery` or the URL.
+impl Serialize for JwtKeys {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            JwtKeys::Host => serializer.serialize_str("host"),
+            JwtKeys::Discovery => serializer.serialize_str("discovery"),
+            JwtKeys::Url(url) => serializer.serialize_str(url),
+        }
+    }
+}
+
 /// Written as in a spec (`none`, `caller`, `header:NAME`); serde's default would write the header
 /// as a tagged value (`!header NAME` in YAML), which does not parse back.
 impl Serialize for Sticky {
@@ -267,13 +285,13 @@ impl Serialize for Sticky {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Fallback {
     /// Same inputs and outputs as `spec.model` (the module serves both).
     pub model: ModelSpec,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ModelSpec {
     /// The name the host's model store knows this model by.
     pub id: String,
@@ -285,15 +303,16 @@ pub struct ModelSpec {
     pub sha256: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, schemars::JsonSchema)]
 pub struct Resources {
     pub memory: Option<Bytes>,
     pub cpu: Option<MilliCpu>,
     /// Number of GPUs requested. A host without one runs the function on CPU and says so.
+    #[schemars(with = "crate::schema::WholeNumber")]
     pub gpu: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Scaling {
     pub min_replicas: u32,
     pub max_replicas: u32,
@@ -309,7 +328,7 @@ pub struct Scaling {
 }
 
 /// `scaling.batch_padding`: whether requests with different input shapes may share a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchPadding {
     /// Only requests whose inputs have the same shape (but for the batch dimension) are merged.
@@ -334,7 +353,7 @@ impl Default for Scaling {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Endpoint {
     pub route: String,
     pub method: Method,
@@ -342,6 +361,7 @@ pub struct Endpoint {
     /// How bearer tokens are checked when `auth` is `jwt`.
     pub jwt: Option<JwtRule>,
     /// Client networks allowed to call the endpoint; empty: any.
+    #[schemars(with = "Vec<String>")]
     pub allow_ips: Vec<ipnet::IpNet>,
     /// Requests each caller (API key, token subject, or client IP) may make.
     pub rate_limit: Option<RateLimit>,
@@ -353,7 +373,7 @@ pub struct Endpoint {
     pub max_body: Option<Bytes>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct JwtRule {
     /// Required `iss` claim.
     pub issuer: String,
@@ -367,8 +387,7 @@ pub struct JwtRule {
 }
 
 /// The keys of a `jwt` endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum JwtKeys {
     /// The host's own: `--jwt-secret` and `--jwt-jwks`.
     #[default]
@@ -380,7 +399,7 @@ pub enum JwtKeys {
     Url(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RateLimit {
     /// Sustained rate, per caller.
     pub requests_per_second: f64,
@@ -388,7 +407,7 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CachePolicy {
     pub ttl: HumanDuration,
     pub max_entries: u64,
@@ -397,7 +416,7 @@ pub struct CachePolicy {
     pub per_caller: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ModuleSpec {
     /// Path of the compiled component (`.wasm`), relative to the spec file.
     pub path: String,
@@ -412,7 +431,7 @@ pub struct ModuleSpec {
 }
 
 /// `module.isolation`: what a request may see of earlier ones.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
     /// A fresh instance per request: nothing carries over (the default).
@@ -424,7 +443,7 @@ pub enum Isolation {
 }
 
 /// `module.build`: the module's language and source, relative to the spec file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ModuleBuild {
     pub language: Language,
     /// The entry source file; for Rust, the crate's directory (with its `Cargo.toml`).
@@ -432,7 +451,9 @@ pub struct ModuleBuild {
 }
 
 /// The languages the SDKs (`sdk/`) support.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     Rust,
@@ -474,17 +495,20 @@ impl std::fmt::Display for Language {
 
 /// `module.capabilities`: WASI access granted to the module. The default grants nothing: no
 /// environment, no files, no network, and a wall clock stopped at the Unix epoch.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Capabilities {
     /// Environment variables the module sees, with the values given here (never the host's).
     #[serde(serialize_with = "pairs_as_mapping")]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub env: Vec<(String, String)>,
     /// The host's real wall clock.
     pub wall_clock: bool,
     /// Host directories the module may read: (directory on the host, path the module sees).
     #[serde(serialize_with = "pairs_as_mapping")]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub read_dirs: Vec<(String, String)>,
     /// Addresses (`ip:port`) the module may open TCP or UDP connections to.
+    #[schemars(with = "Vec<String>")]
     pub network: Vec<std::net::SocketAddr>,
     /// Name lookups through the host's resolver (a way out of the sandbox of its own, so it is
     /// not implied by `network`).
@@ -498,7 +522,17 @@ impl Capabilities {
 }
 
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Method {
@@ -539,7 +573,9 @@ impl fmt::Display for Method {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Auth {
     /// Anyone who can reach the host may call the endpoint.

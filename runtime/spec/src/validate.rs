@@ -264,7 +264,7 @@ impl Checker {
     }
 
     fn metadata(&mut self, node: &Node) -> Option<Metadata> {
-        let f = self.fields(node, "metadata", &["name", "labels"])?;
+        let f = self.fields(node, "metadata", &["name", "labels", "annotations"])?;
         let name = self.required(&f, "name").and_then(|n| {
             let name = self.string(n, "metadata.name")?;
             check_name(&name)
@@ -272,37 +272,55 @@ impl Checker {
                 .ok()?;
             Some(name)
         });
-        let mut labels = BTreeMap::new();
-        if let Some(node) = f.get("labels") {
-            if let NodeKind::Map(entries) = &node.kind {
-                for (key, value) in entries {
-                    let path = format!("metadata.labels.{}", key.name);
-                    if let Err(m) = check_label(&key.name) {
-                        self.error(&path, key.pos, format!("label key {m}"));
-                    } else if labels.contains_key(&key.name) {
-                        self.error(
-                            &path,
-                            key.pos,
-                            format!("label `{}` is given twice", key.name),
-                        );
-                    } else if value.is_null() {
-                        self.error(&path, value.pos, "expected a string, found null");
-                    } else if let Some(v) = self.scalar_text(value, &path, "a string") {
-                        labels.insert(key.name.clone(), v);
-                    }
-                }
-            } else {
-                self.error(
-                    "metadata.labels",
-                    node.pos,
-                    format!("expected a mapping, found {}", node.describe()),
-                );
-            }
-        }
+        let labels = f
+            .get("labels")
+            .map(|n| self.keyed_strings(n, "metadata.labels", "label", check_label))
+            .unwrap_or_default();
+        let annotations = f
+            .get("annotations")
+            .map(|n| self.keyed_strings(n, "metadata.annotations", "annotation", check_annotation))
+            .unwrap_or_default();
         Some(Metadata {
             name: name?,
             labels,
+            annotations,
         })
+    }
+
+    /// A mapping of strings to strings (labels, annotations), each key checked by `check_key`.
+    fn keyed_strings(
+        &mut self,
+        node: &Node,
+        path: &str,
+        what: &str,
+        check_key: fn(&str) -> Result<(), String>,
+    ) -> BTreeMap<String, String> {
+        let mut map = BTreeMap::new();
+        let NodeKind::Map(entries) = &node.kind else {
+            self.error(
+                path,
+                node.pos,
+                format!("expected a mapping, found {}", node.describe()),
+            );
+            return map;
+        };
+        for (key, value) in entries {
+            let key_path = format!("{path}.{}", key.name);
+            if let Err(m) = check_key(&key.name) {
+                self.error(&key_path, key.pos, format!("{what} key {m}"));
+            } else if map.contains_key(&key.name) {
+                self.error(
+                    &key_path,
+                    key.pos,
+                    format!("{what} `{}` is given twice", key.name),
+                );
+            } else if value.is_null() {
+                self.error(&key_path, value.pos, "expected a string, found null");
+            } else if let Some(v) = self.scalar_text(value, &key_path, "a string") {
+                map.insert(key.name.clone(), v);
+            }
+        }
+        map
     }
 
     fn body(&mut self, node: &Node) -> Option<FunctionBody> {
@@ -1555,6 +1573,29 @@ fn check_label(key: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "`{key}` must be 1 to 63 letters, digits, `-`, `_`, `.` or `/`"
+        ))
+    }
+}
+
+/// A Kubernetes annotation key: an optional DNS prefix and `/`, then a name of at most 63
+/// characters.
+fn check_annotation(key: &str) -> Result<(), String> {
+    let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let prefix_ok = prefix.len() <= 253
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b));
+    if name_ok && prefix_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{key}` must be NAME or PREFIX/NAME: a name of 1 to 63 letters, digits, `-`, `_` or \
+             `.`, after a DNS prefix"
         ))
     }
 }

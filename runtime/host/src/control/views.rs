@@ -5,8 +5,8 @@ use super::rollouts::judged_window;
 use super::{endpoint_views, ControlPlane};
 use crate::api::{
     FallbackView, FunctionList, FunctionStatus, FunctionSummary, History, HistoryEntry,
-    LatencyView, LoadFailure, RolloutView, ScalingView, ShadowView, VersionList, VersionRole,
-    VersionView,
+    LatencyView, LoadFailure, RolloutView, ScalingView, ShadowView, Signals, VersionList,
+    VersionRole, VersionView,
 };
 use crate::records::{now_ms, Phase};
 use crate::registry::Serving;
@@ -54,6 +54,24 @@ impl ControlPlane {
         let serving = self.registry.serving(name)?;
         let f = &serving.stable;
         let load = f.pool.load();
+        let latency_ms = f
+            .serving_pool()
+            .percentiles(STATUS_WINDOW, &[0.5, 0.95, 0.99])
+            .map(|p| LatencyView {
+                p50: p[0].as_secs_f64() * 1e3,
+                p95: p[1].as_secs_f64() * 1e3,
+                p99: p[2].as_secs_f64() * 1e3,
+            });
+        let judged_over = f.spec.spec.rollout.clone().unwrap_or_default().window.0;
+        let judged = f.outcomes.figures(judged_over);
+        let signals = Signals {
+            p95_ms: latency_ms.as_ref().map_or(0.0, |l| l.p95),
+            in_flight: load.running + load.queued,
+            window_secs: judged_over.as_secs(),
+            requests: judged.requests,
+            errors: judged.errors,
+            window_p95_ms: judged.p95_ms.unwrap_or(0.0),
+        };
         Some(FunctionStatus {
             name: f.name().to_string(),
             version: f.version(),
@@ -68,14 +86,8 @@ impl ControlPlane {
             load,
             p95_ms: f.pool.p95(STATUS_WINDOW).map(|d| d.as_secs_f64() * 1e3),
             // From the pool that takes the traffic, so that it goes on while the fallback serves.
-            latency_ms: f
-                .serving_pool()
-                .percentiles(STATUS_WINDOW, &[0.5, 0.95, 0.99])
-                .map(|p| LatencyView {
-                    p50: p[0].as_secs_f64() * 1e3,
-                    p95: p[1].as_secs_f64() * 1e3,
-                    p99: p[2].as_secs_f64() * 1e3,
-                }),
+            latency_ms,
+            signals,
             rollout: rollout_view(&serving),
             fallback: f.fallback.as_ref().map(|pool| FallbackView {
                 active: std::ptr::eq(f.serving_pool(), pool),
