@@ -38,6 +38,8 @@ pub fn install_manifest(operator_image: &str) -> Vec<Object> {
                 rule(&["apps"], &["deployments"], &manage),
                 rule(&[""], &["services"], &manage),
                 rule(&[""], &["pods"], &["get", "list", "watch"]),
+                // The admin token (Secret `aifn-admin`) the pods' status is read with.
+                rule(&[""], &["secrets"], &["get"]),
                 rule(&[""], &["events"], &["create", "patch"]),
                 rule(&["policy"], &["poddisruptionbudgets"], &manage),
                 rule(&["keda.sh"], &["scaledobjects", "triggerauthentications"], &manage),
