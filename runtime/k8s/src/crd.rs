@@ -210,6 +210,50 @@ mod tests {
         }
     }
 
+    /// The CRD never requires more than the validator: without each field it lists, a valid
+    /// spec fails validation.
+    #[test]
+    fn every_required_field_is_required_by_the_validator() {
+        let valid = "apiVersion: ai.function/v1
+kind: Function
+metadata: { name: f }
+spec:
+  model: { id: m, runtime: onnx }
+  module: { path: m.wasm }
+  endpoints:
+    - { route: /v1/f, method: POST, auth: none }
+";
+        assert!(aifn_spec::parse(valid).is_ok());
+        let without = [
+            (
+                "model",
+                valid.replace("  model: { id: m, runtime: onnx }\n", ""),
+            ),
+            (
+                "endpoints",
+                valid.replace(
+                    "  endpoints:\n    - { route: /v1/f, method: POST, auth: none }\n",
+                    "",
+                ),
+            ),
+            ("model.id", valid.replace("id: m, ", "")),
+            ("model.runtime", valid.replace(", runtime: onnx", "")),
+            ("endpoints[].route", valid.replace("route: /v1/f, ", "")),
+            (
+                "module.path",
+                valid.replace("{ path: m.wasm }", "{ timeout: 1s }"),
+            ),
+        ];
+        for (field, text) in without {
+            assert!(
+                aifn_spec::parse(&text).is_err(),
+                "the validator takes a spec without {field}"
+            );
+        }
+        let listed: usize = REQUIRED.iter().map(|(_, fields)| fields.len()).sum();
+        assert_eq!(listed, 6);
+    }
+
     #[test]
     #[ignore = "prints the schema"]
     fn print_schema() {
