@@ -557,6 +557,7 @@ fn kill_during_startup(state: &Path, after: Duration) {
         .args(["--admin-token", ADMIN_TOKEN])
         // Not the default 8081, which another test's host may hold.
         .args(["--admin-listen", "127.0.0.1:0"])
+        .arg("--no-context")
         .args(HOST_ARGS)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

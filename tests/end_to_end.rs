@@ -373,12 +373,19 @@ fn the_reference_spec_deploys_once_its_model_is_known_and_api_keys_guard_it() {
     let status: FunctionStatus = host.cli_json(&["status", "sentiment-analyzer"]);
     assert_eq!(status.placement.device, "cpu");
     assert_eq!(status.placement.requested_gpus, 1);
-    assert!(status
-        .placement
-        .note
-        .as_deref()
-        .unwrap()
-        .contains("running on CPU"));
+    assert!(
+        status.placement.notes[0].contains("running on CPU"),
+        "{:?}",
+        status.placement.notes
+    );
+    // It asks for 200 replicas: the deploy says how many this host runs, and why.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        out.contains(&format!(
+            "warning: spec.scaling.max_replicas is 200 but this host runs at most {cores} instance(s) of this function ({cores} core(s), 1 thread(s) per instance); the autoscaler stops at {cores}"
+        )),
+        "{out}"
+    );
 
     let tensors = r#"{"inputs":[{"name":"features","shape":[1,6],"datatype":"FP32","data":[42.5,12,1,0,0,1]}]}"#;
     let reply = host.post("/v1/sentiment", tensors);
@@ -547,6 +554,7 @@ fn aifn_up_serves_a_function_in_one_process() {
             "--state-dir",
         ])
         .arg(dir.join("state"))
+        .env("AIFN_CONFIG", dir.join("config/contexts.yaml"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(dir.join("up.log")).unwrap())
         .spawn()
@@ -590,6 +598,21 @@ fn aifn_up_serves_a_function_in_one_process() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    // It recorded itself as the current context `local`, with that token, owner-only.
+    let contexts = std::fs::read_to_string(dir.join("config/contexts.yaml")).unwrap();
+    let token = std::fs::read_to_string(dir.join("state/admin-token")).unwrap();
+    assert!(contexts.contains("current: local"), "{contexts}");
+    assert!(contexts.contains(&format!("url: {base}")), "{contexts}");
+    assert!(contexts.contains(token.trim()), "{contexts}");
+    let mode = |path: &str| {
+        std::fs::metadata(dir.join(path))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("config/contexts.yaml"), 0o600);
+    assert_eq!(mode("config"), 0o700);
 }
 
 #[test]

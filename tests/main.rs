@@ -13,6 +13,7 @@ mod dashboard;
 mod end_to_end;
 mod fallback;
 mod hardening;
+mod inspect;
 mod k8s;
 mod lifecycle;
 mod monitoring;

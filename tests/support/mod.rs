@@ -135,6 +135,8 @@ impl TestHost {
             .arg(state)
             .args(["--admin-token", ADMIN_TOKEN])
             .args(extra_args)
+            // The context it records goes to a file of its own, not the user's.
+            .env("AIFN_CONFIG", state.with_extension("contexts.yaml"))
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -206,6 +208,7 @@ impl TestHost {
             .args(args)
             .env("AIFN_HOST", &self.admin_base)
             .env("AIFN_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("AIFN_CONFIG", self.state.with_extension("contexts.yaml"))
             .env("AIFN_LOG", "off")
             .output()
             .unwrap()

@@ -165,8 +165,8 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(std::env::current_dir()?.join(path))
 }
 
-/// The SDKs: `$AIFN_SDK`, or `sdk/` of the checkout the `aifn` binary was built in
-/// (`target/release/aifn`), or `share/aifn/sdk` next to an installed binary.
+/// The SDKs: `$AIFN_SDK`, or `share/aifn/sdk` beside an installed binary (`scripts/install.sh`),
+/// or `sdk/` of the checkout the `aifn` binary was built in (`target/release/aifn`).
 pub fn sdk_dir() -> anyhow::Result<PathBuf> {
     let is_sdk = |dir: &Path| dir.join("templates/function.yaml").is_file();
     if let Some(dir) = std::env::var_os("AIFN_SDK") {
@@ -178,18 +178,33 @@ pub fn sdk_dir() -> anyhow::Result<PathBuf> {
     }
     let exe = std::env::current_exe()?.canonicalize()?;
     let bin = exe.parent().unwrap_or(Path::new("/"));
-    for candidate in ["../../sdk", "../sdk", "../share/aifn/sdk"] {
+    for candidate in ["../share/aifn/sdk", "../../sdk"] {
         let dir = bin.join(candidate);
         if is_sdk(&dir) {
             return Ok(dir.canonicalize()?);
         }
     }
-    bail!("cannot find the aifn SDKs (sdk/ of the aifn checkout); set AIFN_SDK to that directory")
+    bail!(
+        "cannot find the aifn SDKs next to {}: install aifn with ./scripts/install.sh from its checkout (it puts them in PREFIX/share/aifn/sdk), or set AIFN_SDK to a checkout's sdk/ directory",
+        exe.display()
+    )
 }
 
-/// Writes a new function `name` in `dir`: spec, README, a small model and a module source in
-/// `language` that builds and deploys as written.
-pub fn new_function(language: Language, name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+/// A real model to start a function from (`aifn new --model`).
+pub struct StartingModel<'a> {
+    pub path: &'a Path,
+    pub facts: aifn_model::ModelFacts,
+}
+
+/// Writes a new function `name` in `dir`: spec, README, a model and a module source in
+/// `language` that builds and deploys as written. The model is the template's small one, or
+/// `model`, with a module skeleton made for its inputs.
+pub fn new_function(
+    language: Language,
+    name: &str,
+    dir: &Path,
+    model: Option<&StartingModel>,
+) -> anyhow::Result<PathBuf> {
     if let Err(message) = aifn_spec::validate::check_name(name) {
         bail!("{message}");
     }
@@ -234,8 +249,28 @@ pub fn new_function(language: Language, name: &str, dir: &Path) -> anyhow::Resul
             &["src/main.ts"],
         ),
     };
+    let model_file = match model {
+        Some(model) => model
+            .path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .filter(|f| f.ends_with(".onnx"))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: a model file's name ends in .onnx",
+                    model.path.display()
+                )
+            })?
+            .to_string(),
+        None => "model.onnx".to_string(),
+    };
+    let runtime = model
+        .and_then(|m| crate::inspect::origin(&m.facts))
+        .map_or("onnx", |f| f.name());
     let fill = |text: String| {
         text.replace("{{name}}", name)
+            .replace("{{runtime}}", runtime)
+            .replace("{{model_path}}", &model_file)
             .replace("{{crate}}", name)
             .replace("{{language}}", language.name())
             .replace("{{source}}", source)
@@ -252,14 +287,39 @@ pub fn new_function(language: Language, name: &str, dir: &Path) -> anyhow::Resul
             .replace("{{sdk}}", &sdk.display().to_string())
     };
     let mut written = Vec::new();
-    for file in ["function.yaml", "README.md"].iter().chain(files) {
-        let text = std::fs::read_to_string(templates.join(file))
-            .with_context(|| format!("reading the template {file}"))?;
-        written.push((PathBuf::from(file), fill(text).into_bytes()));
+    let template = |file: &str| {
+        std::fs::read_to_string(templates.join(file))
+            .map(fill)
+            .with_context(|| format!("reading the template {file}"))
+    };
+    written.push((PathBuf::from("function.yaml"), template("function.yaml")?));
+    match model {
+        None => {
+            for file in ["README.md"].iter().chain(files) {
+                written.push((PathBuf::from(file), template(file)?));
+            }
+        }
+        Some(model) => {
+            let (source, text) =
+                crate::scaffold::module_source(language, &model.facts, &model_file)?;
+            written.push((PathBuf::from(source), text));
+            let readme = crate::scaffold::readme(name, language, &model.facts, &model_file);
+            written.push((PathBuf::from("README.md"), readme));
+            // The Rust crate's manifest is the template's.
+            for file in files.iter().filter(|f| f.ends_with("Cargo.toml")) {
+                written.push((PathBuf::from(file), template(file)?));
+            }
+        }
     }
+    let mut written: Vec<(PathBuf, Vec<u8>)> = written
+        .into_iter()
+        .map(|(file, text)| (file, text.into_bytes()))
+        .collect();
+    let model_source = model.map_or(templates.join("model.onnx"), |m| m.path.to_path_buf());
     written.push((
-        PathBuf::from("model.onnx"),
-        std::fs::read(templates.join("model.onnx")).context("reading the template model")?,
+        PathBuf::from(&model_file),
+        std::fs::read(&model_source)
+            .with_context(|| format!("reading {}", model_source.display()))?,
     ));
     for (file, bytes) in written {
         let path = dir.join(file);

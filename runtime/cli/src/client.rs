@@ -18,6 +18,8 @@ pub struct Client {
     base: String,
     token: String,
     agent: ureq::Agent,
+    /// Where callers reach the functions, when a context says (else the host's own address).
+    pub data_url: Option<String>,
 }
 
 impl Client {
@@ -51,6 +53,7 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             token,
             agent: config.build().into(),
+            data_url: None,
         })
     }
 

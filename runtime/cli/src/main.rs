@@ -3,7 +3,11 @@
 mod build;
 mod bundle;
 mod client;
+mod context;
 mod image;
+mod inspect;
+mod installed;
+mod scaffold;
 
 use aifn_host::api::{self, DeployRequest};
 use aifn_host::records::{Actor, Digest};
@@ -71,7 +75,51 @@ enum K8sCommand {
 const DEFAULT_OPERATOR_IMAGE: &str = "localhost/aifn/operator:0.1.0";
 
 #[derive(Subcommand)]
+enum ContextCommand {
+    /// List the contexts (`*` marks the current one); tokens are never shown.
+    Ls,
+    /// Make a context the one commands use.
+    Use { name: String },
+    /// Add a host (or replace the context of that name). The token is read from standard input
+    /// (`--token-stdin`) or from a host's state directory on this machine (`--state-dir`), never
+    /// from the command line, and checked against the host unless --no-check.
+    Add {
+        name: String,
+        /// The host's control-plane URL (`http://HOST:8081`, or https://).
+        #[arg(long)]
+        admin: String,
+        /// Its data-plane URL, where clients call the functions (shown by `aifn deploy`).
+        #[arg(long)]
+        url: Option<String>,
+        /// Read the admin token from standard input.
+        #[arg(long, conflicts_with = "state_dir")]
+        token_stdin: bool,
+        /// Read the admin token from this host state directory (`admin-token`).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// PEM CA certificate(s) to trust for an https:// host.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Do not call the host to check the token (it may be down).
+        #[arg(long)]
+        no_check: bool,
+        /// Do not make it the current context.
+        #[arg(long)]
+        keep_current: bool,
+    },
+    /// Remove a context.
+    Rm { name: String },
+    /// Print the current context's name.
+    Current,
+}
+
+#[derive(Subcommand)]
 enum Command {
+    /// The hosts this CLI talks to, by name (`~/.config/aifn/config.yaml`, mode 0600).
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+    },
     /// Run a host: data plane, control plane and v2 inference protocol on one address.
     Serve(ServeArgs),
     /// Write a function version as a directory a pod serves (`aifn serve --bundle DIR`): the spec,
@@ -117,6 +165,18 @@ enum Command {
         /// Where to write it (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Start from this ONNX model instead of the template's: the spec serves it, and the
+        /// module is a skeleton with its inputs' names, types and shapes filled in.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Show what an ONNX model declares: inputs and outputs (names, types, shapes with their
+    /// dynamic dimensions named), operator sets, producer, metadata and size.
+    Inspect {
+        model: PathBuf,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Compile a function's module from source (the spec's `module.build`) with its language's
     /// toolchain; says what is missing and how to install it.
@@ -331,7 +391,8 @@ struct ServeArgs {
     /// Control-plane token; by default one is created in the state directory.
     #[arg(long, env = "AIFN_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// ONNX Runtime library; by default found through ORT_DYLIB_PATH or the onnxruntime Python package.
+    /// ONNX Runtime library; by default the install's (scripts/install.sh), else found through
+    /// ORT_DYLIB_PATH or the onnxruntime Python package.
     #[arg(long, env = "AIFN_ONNXRUNTIME")]
     onnxruntime: Option<PathBuf>,
     /// Largest request body, in bytes.
@@ -448,6 +509,14 @@ struct ServeArgs {
     /// The `service.name` the traces carry.
     #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "aifn")]
     service_name: String,
+    /// The context this host is recorded as, and made current, once it listens (`aifn context`),
+    /// so that later commands on this machine reach it without flags. A pod (`--bundle`)
+    /// records none.
+    #[arg(long = "context", default_value = "local")]
+    context_name: String,
+    /// Record no context.
+    #[arg(long, conflicts_with = "context_name")]
+    no_context: bool,
 }
 
 fn share(text: &str) -> Result<f64, String> {
@@ -498,11 +567,15 @@ fn positive_rate(text: &str) -> Result<f64, String> {
 
 #[derive(Args, Clone)]
 struct RemoteArgs {
-    /// The host's control-plane URL; by default the one a host on this machine recorded in its
-    /// state directory (`admin-address`), else http://127.0.0.1:8081.
+    /// The context (`aifn context ls`) to talk to, instead of the current one.
+    #[arg(long, env = "AIFN_CONTEXT")]
+    context: Option<String>,
+    /// The host's control-plane URL; by default the current context's, else the one a host on
+    /// this machine recorded in its state directory (`admin-address`), else http://127.0.0.1:8081.
     #[arg(long, env = "AIFN_HOST")]
     host: Option<String>,
-    /// Admin token; by default read from the state directory of a host on this machine.
+    /// Admin token; by default the context's, or read from the state directory of a host on
+    /// this machine.
     #[arg(long, env = "AIFN_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// State directory to read the admin token from.
@@ -568,21 +641,52 @@ fn parse_language(text: &str) -> Result<aifn_spec::Language, String> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Context { command } => context_command(command),
         Command::Serve(args) => serve(args, Vec::new()),
         Command::Up { specs, serve: args } => serve(args, specs),
         Command::New {
             language,
             name,
             dir,
+            model,
         } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let spec = build::new_function(language, &name, &dir)?;
+            let model = match &model {
+                Some(path) => Some(build::StartingModel {
+                    path,
+                    facts: inspect::inspect(path)?,
+                }),
+                None => None,
+            };
+            let spec = build::new_function(language, &name, &dir, model.as_ref())?;
             println!("wrote a {language} function in {}", dir.display());
             println!(
                 "  aifn deploy {}   # builds the module, then deploys",
                 spec.display()
             );
-            println!("  curl -d 'hello world' http://127.0.0.1:8080/v1/{name}");
+            let body = if model.is_some() {
+                "''"
+            } else {
+                "'hello world'"
+            };
+            // Where the current context's host takes calls, if there is one.
+            let contexts = context::Contexts::load(&context::config_path()).unwrap_or_default();
+            let data_url = contexts
+                .selected(None)
+                .ok()
+                .flatten()
+                .and_then(|c| c.url.clone())
+                .unwrap_or_else(|| format!("http://{}", HostConfig::DEFAULT_LISTEN));
+            println!("  curl -d {body} {data_url}/v1/{name}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { model, json } => {
+            let facts = inspect::inspect(&model)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&facts)?);
+            } else {
+                print!("{}", inspect::describe(&model, &facts));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Build { spec, force } => {
@@ -669,7 +773,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .into_iter()
             .find_map(|(set, strategy)| set.then_some(strategy));
             let outcome = client.deploy(&bundle, strategy, reason.as_deref())?;
-            print_deploy(outcome.data_url.as_deref().unwrap_or(""), &outcome);
+            let data_url = client.data_url.as_deref().or(outcome.data_url.as_deref());
+            print_deploy(data_url.unwrap_or(""), &outcome);
             if outcome.version != outcome.serving_version {
                 println!(
                     "  rolling out: `aifn status {0}` shows it, `aifn promote {0}` / `aifn abort {0}` act on it",
@@ -907,9 +1012,20 @@ fn default_state_dir() -> PathBuf {
 }
 
 impl RemoteArgs {
-    /// A client of the control plane. The admin token read from a local state directory belongs
-    /// to the host that wrote it: it is sent only to the address that host recorded beside it.
+    /// A client of the control plane, from the first of: `--host`/`--token`/`--state-dir` (and
+    /// their variables), the context named by `--context`, the current context, and the state
+    /// directory of a host on this machine.
     fn client(&self) -> anyhow::Result<Client> {
+        let explicit = self.host.is_some() || self.token.is_some() || self.state_dir.is_some();
+        let contexts = context::Contexts::load(&context::config_path())?;
+        if !explicit || self.context.is_some() {
+            if let Some(chosen) = contexts.selected(self.context.as_deref())? {
+                let ca_file = self.ca_file.as_deref().or(chosen.ca_file.as_deref());
+                let mut client = Client::new(&chosen.admin, chosen.token.clone(), ca_file)?;
+                client.data_url = chosen.url.clone();
+                return Ok(client);
+            }
+        }
         let state_dir = self.state_dir.clone().unwrap_or_else(default_state_dir);
         let recorded = std::fs::read_to_string(state_dir.join("admin-address"))
             .ok()
@@ -921,11 +1037,17 @@ impl RemoteArgs {
         };
         let token = match &self.token {
             Some(token) => token.clone(),
+            // A context that knows this address has its token.
+            None if self.state_dir.is_none() && contexts.for_admin(&host).is_some() => {
+                let known = contexts.for_admin(&host).expect("checked");
+                let ca_file = self.ca_file.as_deref().or(known.ca_file.as_deref());
+                return Client::new(&host, known.token.clone(), ca_file);
+            }
             None => {
                 let path = state_dir.join("admin-token");
                 if recorded.as_deref() != Some(host.as_str()) {
                     anyhow::bail!(
-                        "the admin token in {} belongs to the host at {}, not {host}; pass --token (or AIFN_ADMIN_TOKEN) for that host",
+                        "the admin token in {} belongs to the host at {}, not {host}; pass --token (or AIFN_ADMIN_TOKEN) for that host, or add it as a context (`aifn context add`)",
                         path.display(),
                         recorded.as_deref().unwrap_or("(no address recorded)")
                     );
@@ -934,7 +1056,7 @@ impl RemoteArgs {
                     .map(|t| t.trim().to_string())
                     .with_context(|| {
                         format!(
-                            "no admin token: pass --token or AIFN_ADMIN_TOKEN, or run on the host's machine (reading {})",
+                            "no admin token: start a host with `aifn serve` (it records a context), add one with `aifn context add`, or pass --token (reading {})",
                             path.display()
                         )
                     })?
@@ -942,6 +1064,92 @@ impl RemoteArgs {
         };
         Client::new(&host, token, self.ca_file.as_deref())
     }
+}
+
+/// `aifn context ...`.
+fn context_command(command: ContextCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ContextCommand::Ls => {
+            print!(
+                "{}",
+                context::table(&context::Contexts::load(&context::config_path())?)
+            );
+        }
+        ContextCommand::Current => {
+            let contexts = context::Contexts::load(&context::config_path())?;
+            match contexts.current {
+                Some(name) => println!("{name}"),
+                None => {
+                    anyhow::bail!("no current context (`aifn context ls`, `aifn context use NAME`)")
+                }
+            }
+        }
+        ContextCommand::Use { name } => {
+            context::update(|contexts| contexts.use_context(&name))?;
+            println!("now using context {name}");
+        }
+        ContextCommand::Rm { name } => {
+            context::update(|contexts| contexts.remove(&name))?;
+            println!("removed context {name}");
+        }
+        ContextCommand::Add {
+            name,
+            admin,
+            url,
+            token_stdin,
+            state_dir,
+            ca_file,
+            no_check,
+            keep_current,
+        } => {
+            if let Err(message) = aifn_spec::validate::check_name(&name) {
+                anyhow::bail!("context name: {message}");
+            }
+            let token = match (&state_dir, token_stdin) {
+                (Some(dir), _) => {
+                    let path = dir.join("admin-token");
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                }
+                (None, true) => {
+                    let mut token = String::new();
+                    std::io::stdin().read_line(&mut token)?;
+                    token
+                }
+                (None, false) => {
+                    anyhow::bail!("give the admin token with --token-stdin or --state-dir")
+                }
+            };
+            let token = token.trim().to_string();
+            if token.is_empty() {
+                anyhow::bail!("the admin token is empty");
+            }
+            let admin = admin.trim_end_matches('/').to_string();
+            if !no_check {
+                Client::new(&admin, token.clone(), ca_file.as_deref())?
+                    .list()
+                    .with_context(|| {
+                        format!("checking the token against {admin} (--no-check skips this)")
+                    })?;
+            }
+            let host = context::HostContext {
+                name: name.clone(),
+                admin,
+                url: url.map(|u| u.trim_end_matches('/').to_string()),
+                token,
+                ca_file: ca_file.map(std::path::absolute).transpose()?,
+            };
+            context::update(|contexts| {
+                contexts.put(host);
+                if !keep_current || contexts.current.is_none() {
+                    contexts.current = Some(name.clone());
+                }
+                Ok(())
+            })?;
+            println!("added context {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(specs: &[PathBuf], print: bool) -> anyhow::Result<ExitCode> {
@@ -986,6 +1194,10 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
         bundles.push(bundle);
     }
     let shutdown_delay = std::time::Duration::from_millis(args.shutdown_delay_ms);
+    let (context_name, no_context) = (
+        args.context_name,
+        args.no_context || !args.bundles.is_empty(),
+    );
     let mut config = HostConfig::new(
         args.listen,
         args.state_dir.unwrap_or_else(default_state_dir),
@@ -994,7 +1206,7 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     config.admin_listen = args.admin_listen;
     config.metrics_token = args.metrics_token;
     config.admin_timeout = std::time::Duration::from_secs(args.admin_timeout_secs);
-    config.onnxruntime = args.onnxruntime;
+    config.onnxruntime = args.onnxruntime.or_else(installed::onnxruntime);
     config.max_body_bytes = args.max_body_bytes;
     config.request_timeout = std::time::Duration::from_secs(args.request_timeout_secs);
     config.module_timeout = std::time::Duration::from_millis(args.module_timeout_ms);
@@ -1080,6 +1292,9 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("deploying {}", bundle.spec.metadata.name))?;
             print_deploy(&base, &outcome);
         }
+        if !no_context {
+            record_context(&context_name, &control_base, &base, host.admin_token());
+        }
         println!("aifn control plane on {control_base}");
         println!("aifn listening on {base}");
         std::io::stdout().flush()?;
@@ -1101,6 +1316,31 @@ fn serve(args: ServeArgs, specs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Records the host as context `name` and makes it current, so that `aifn deploy` and the rest
+/// reach it without flags. Best effort: a host without a writable home (a pod) serves all the same.
+fn record_context(name: &str, admin: &str, url: &str, token: &str) {
+    let host = context::HostContext {
+        name: name.to_string(),
+        admin: admin.to_string(),
+        url: Some(url.to_string()),
+        token: token.to_string(),
+        ca_file: None,
+    };
+    let recorded = context::update(|contexts| {
+        contexts.put(host);
+        contexts.current = Some(name.to_string());
+        Ok(())
+    });
+    match recorded {
+        Ok(()) => tracing::info!(
+            context = name,
+            config = %context::config_path().display(),
+            "recorded this host as the current context"
+        ),
+        Err(e) => tracing::warn!("could not record the context `{name}`: {e:#}"),
+    }
 }
 
 /// SIGTERM or SIGINT (Ctrl-C), whichever comes first.

@@ -219,8 +219,9 @@ pub struct FunctionStatus {
 pub struct Placement {
     pub device: String,
     pub requested_gpus: u32,
-    /// Set when the host runs the function differently from what the spec asked.
-    pub note: Option<String>,
+    /// Where the host runs the function differently from what the spec asked, with the values it
+    /// uses (a GPU it cannot use, more replicas or CPUs than it has); each is a deploy warning.
+    pub notes: Vec<String>,
     pub replicas: usize,
     pub threads_per_replica: usize,
     /// Most requests merged into one inference (1: no batching), and whether shapes are padded.

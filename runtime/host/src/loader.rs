@@ -200,26 +200,37 @@ impl Loader {
             None => None,
         };
 
+        let mut notes = Vec::new();
+        match gpu_unavailable {
+            Some(reason) => notes.push(format!(
+                "spec asks for {requested_gpus} GPU(s) but the host cannot use one ({reason}); running on CPU"
+            )),
+            None if requested_gpus > 1 => notes.push(format!(
+                "spec asks for {requested_gpus} GPUs; each replica runs on one ({})",
+                model.device()
+            )),
+            None => {}
+        }
+        notes.extend(capacity_notes(
+            &spec.spec,
+            CapacityFacts {
+                cores,
+                threads,
+                capacity,
+                host_limit: config.max_instances_per_function,
+            },
+        ));
         let placement = Placement {
             device: model.device().into(),
             requested_gpus,
-            note: match gpu_unavailable {
-                Some(reason) => Some(format!(
-                    "spec asks for {requested_gpus} GPU(s) but the host cannot use one ({reason}); running on CPU"
-                )),
-                None if requested_gpus > 1 => Some(format!(
-                    "spec asks for {requested_gpus} GPUs; each replica runs on one ({})",
-                    model.device()
-                )),
-                None => None,
-            },
+            notes,
             replicas,
             threads_per_replica: threads,
             max_batch_size: batching.max_size,
             batch_padding: batching.pad,
             execution: spec.spec.model.runtime.execution_note(),
         };
-        if let Some(note) = &placement.note {
+        for note in &placement.notes {
             tracing::warn!(function = %record.name, version = record.version, "{note}");
         }
         let identity = Identity {
@@ -426,4 +437,132 @@ fn batching(
         max_bytes,
         target_latency: scaling.target_latency.map(|t| t.0),
     })
+}
+
+/// What bounds how many instances of a function this host runs.
+#[derive(Clone, Copy)]
+struct CapacityFacts {
+    cores: usize,
+    /// Threads each instance runs (from `resources.cpu`, at most `cores`).
+    threads: usize,
+    /// Instances the autoscaler may keep.
+    capacity: usize,
+    /// The host's `--max-instances`.
+    host_limit: usize,
+}
+
+/// Deploy warnings for a spec that asks for more than this host can give, with the values it
+/// uses instead: easy to miss in `aifn status`, and they change what `target_latency` can reach.
+fn capacity_notes(spec: &aifn_spec::FunctionBody, facts: CapacityFacts) -> Vec<String> {
+    let CapacityFacts {
+        cores,
+        threads,
+        capacity,
+        host_limit,
+    } = facts;
+    let mut notes = Vec::new();
+    if let Some(cpu) = spec.resources.cpu {
+        let asked = cpu.0.div_ceil(1000) as usize;
+        if asked > cores {
+            notes.push(format!(
+                "spec.resources.cpu asks for {} CPUs but this host has {cores}; each instance runs {threads} thread(s)",
+                cpu.0 as f64 / 1000.0
+            ));
+        }
+    }
+    let bound = if capacity == (cores / threads).max(1) {
+        format!("{cores} core(s), {threads} thread(s) per instance")
+    } else if capacity == host_limit {
+        format!("the host's --max-instances is {host_limit}")
+    } else {
+        format!(
+            "spec.scaling.max_concurrency is {}",
+            spec.scaling.max_concurrency.unwrap_or(0)
+        )
+    };
+    let max = spec.scaling.max_replicas as usize;
+    if max > capacity {
+        notes.push(format!(
+            "spec.scaling.max_replicas is {max} but this host runs at most {capacity} instance(s) of this function ({bound}); the autoscaler stops at {capacity}"
+        ));
+    }
+    let min = spec.scaling.min_replicas as usize;
+    if min > capacity {
+        notes.push(format!(
+            "spec.scaling.min_replicas is {min} but this host runs at most {capacity} instance(s) of this function ({bound})"
+        ));
+    }
+    notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{capacity_notes, CapacityFacts};
+
+    fn spec(text: &str) -> aifn_spec::FunctionBody {
+        let yaml = format!(
+            "apiVersion: ai.function/v1\nkind: Function\nmetadata: {{ name: f }}\nspec:\n  model: {{ id: m, runtime: onnx }}\n{text}  endpoints:\n    - {{ route: /v1/f, method: POST, auth: none }}\n"
+        );
+        aifn_spec::parse(&yaml).unwrap().spec
+    }
+
+    #[test]
+    fn a_spec_asking_for_more_than_the_host_has_is_told_what_it_gets() {
+        let two_cores = CapacityFacts {
+            cores: 2,
+            threads: 1,
+            capacity: 2,
+            host_limit: 2,
+        };
+        let notes = capacity_notes(
+            &spec(
+                "  resources: { cpu: \"1\" }\n  scaling: { min_replicas: 2, max_replicas: 200 }\n",
+            ),
+            two_cores,
+        );
+        assert_eq!(
+            notes,
+            ["spec.scaling.max_replicas is 200 but this host runs at most 2 instance(s) of this function (2 core(s), 1 thread(s) per instance); the autoscaler stops at 2"]
+        );
+
+        let notes = capacity_notes(
+            &spec("  resources: { cpu: 4500m }\n  scaling: { min_replicas: 1, max_replicas: 1 }\n"),
+            CapacityFacts {
+                cores: 2,
+                threads: 2,
+                capacity: 1,
+                host_limit: 2,
+            },
+        );
+        assert_eq!(
+            notes,
+            ["spec.resources.cpu asks for 4.5 CPUs but this host has 2; each instance runs 2 thread(s)"]
+        );
+
+        let notes = capacity_notes(
+            &spec("  scaling: { min_replicas: 3, max_replicas: 8 }\n"),
+            CapacityFacts {
+                cores: 16,
+                threads: 1,
+                capacity: 2,
+                host_limit: 2,
+            },
+        );
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].contains("(the host's --max-instances is 2)"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[1].starts_with("spec.scaling.min_replicas is 3"),
+            "{notes:?}"
+        );
+
+        // Within what the host has: nothing to say.
+        assert!(capacity_notes(
+            &spec("  scaling: { min_replicas: 1, max_replicas: 2 }\n"),
+            two_cores
+        )
+        .is_empty());
+    }
 }

@@ -4,9 +4,12 @@
 //! [`Model`], whose [`Model::session`] makes a [`ModelSession`] per replica: a session is used by
 //! one thread at a time (`run` takes `&mut self`), and the sessions of a model share its weights.
 
+mod inspect;
 mod locate;
+mod onnx;
 mod shared;
 
+pub use inspect::{Dim, ModelFacts, PortFacts};
 pub use locate::{locate_onnxruntime, LocateError};
 
 use aifn_tensor::{DType, Tensor, TensorData};

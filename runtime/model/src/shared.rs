@@ -12,7 +12,7 @@
 //!    (`AddInitializer`) and the host's one pre-packed weights container, so ONNX Runtime packs
 //!    each weight once for all sessions.
 
-use crate::{ModelError, ModelSession, OnnxRuntime};
+use crate::{onnx, ModelError, ModelSession, OnnxRuntime};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, Tensor};
 use prost::Message as _;
@@ -203,53 +203,6 @@ pub(crate) fn model_dir(root: &Path) -> PathBuf {
         std::process::id(),
         PREPARED.fetch_add(1, Ordering::Relaxed)
     ))
-}
-
-/// The parts of ONNX's `onnx.proto` (ModelProto → GraphProto → TensorProto) that say where the
-/// saved graph's weights are; everything else in the file is skipped.
-mod onnx {
-    pub const FLOAT: i32 = 1;
-    pub const UINT8: i32 = 2;
-    pub const INT8: i32 = 3;
-    pub const INT32: i32 = 6;
-    pub const INT64: i32 = 7;
-    pub const DOUBLE: i32 = 11;
-    /// `TensorProto.DataLocation.EXTERNAL`.
-    pub const EXTERNAL: i32 = 1;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ModelProto {
-        #[prost(message, optional, tag = "7")]
-        pub graph: Option<GraphProto>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GraphProto {
-        #[prost(message, repeated, tag = "5")]
-        pub initializer: Vec<TensorProto>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TensorProto {
-        #[prost(int64, repeated, tag = "1")]
-        pub dims: Vec<i64>,
-        #[prost(int32, tag = "2")]
-        pub data_type: i32,
-        #[prost(string, tag = "8")]
-        pub name: String,
-        #[prost(message, repeated, tag = "13")]
-        pub external_data: Vec<StringStringEntryProto>,
-        #[prost(int32, tag = "14")]
-        pub data_location: i32,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StringStringEntryProto {
-        #[prost(string, tag = "1")]
-        pub key: String,
-        #[prost(string, tag = "2")]
-        pub value: String,
-    }
 }
 
 #[cfg(test)]

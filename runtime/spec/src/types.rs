@@ -605,6 +605,8 @@ impl Serialize for ModelRuntime {
     }
 }
 
+/// The framework a model was made with. Every one has an exporter to ONNX, which is what the
+/// host serves; the name records where the model came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Framework {
@@ -612,33 +614,213 @@ pub enum Framework {
     Pytorch,
     Tensorflow,
     Keras,
+    Tflite,
+    Jax,
     Sklearn,
     Xgboost,
     Lightgbm,
+    Catboost,
+    Paddle,
+    Mxnet,
+    Mindspore,
+    Caffe2,
+    Cntk,
+    Chainer,
+    Coreml,
+    Sparkml,
+    Libsvm,
+    H2o,
+    Matlab,
+}
+
+/// One framework: its spec name, what it is, and how its models become ONNX.
+pub struct FrameworkInfo {
+    pub name: &'static str,
+    pub framework: Framework,
+    pub origin: &'static str,
+    pub exporter: &'static str,
+    /// What ONNX exporters of this framework write as the model's `producer_name` (lowercase
+    /// prefixes), so that `aifn new --model` can name the origin of a model it is given.
+    pub producers: &'static [&'static str],
 }
 
 impl Framework {
-    pub const ALL: [(&'static str, Framework); 7] = [
-        ("onnx", Framework::Onnx),
-        ("pytorch", Framework::Pytorch),
-        ("tensorflow", Framework::Tensorflow),
-        ("keras", Framework::Keras),
-        ("sklearn", Framework::Sklearn),
-        ("xgboost", Framework::Xgboost),
-        ("lightgbm", Framework::Lightgbm),
+    pub const ALL: [FrameworkInfo; 21] = [
+        FrameworkInfo {
+            name: "onnx",
+            framework: Framework::Onnx,
+            origin: "a model written or saved as ONNX",
+            exporter: "none needed",
+            producers: &["onnx"],
+        },
+        FrameworkInfo {
+            name: "pytorch",
+            framework: Framework::Pytorch,
+            origin: "PyTorch",
+            exporter: "`torch.onnx.export`",
+            producers: &["pytorch"],
+        },
+        FrameworkInfo {
+            name: "tensorflow",
+            framework: Framework::Tensorflow,
+            origin: "TensorFlow",
+            exporter: "`tf2onnx`",
+            producers: &["tf2onnx"],
+        },
+        FrameworkInfo {
+            name: "keras",
+            framework: Framework::Keras,
+            origin: "Keras",
+            exporter: "`tf2onnx` (`from_keras`)",
+            producers: &["keras2onnx"],
+        },
+        FrameworkInfo {
+            name: "tflite",
+            framework: Framework::Tflite,
+            origin: "TensorFlow Lite",
+            exporter: "`tf2onnx --tflite`",
+            producers: &[],
+        },
+        FrameworkInfo {
+            name: "jax",
+            framework: Framework::Jax,
+            origin: "JAX / Flax",
+            exporter: "`jax2onnx`, or `jax2tf` then `tf2onnx`",
+            producers: &["jax2onnx"],
+        },
+        FrameworkInfo {
+            name: "sklearn",
+            framework: Framework::Sklearn,
+            origin: "scikit-learn",
+            exporter: "`skl2onnx`, with ZipMap disabled so outputs are tensors",
+            producers: &["skl2onnx"],
+        },
+        FrameworkInfo {
+            name: "xgboost",
+            framework: Framework::Xgboost,
+            origin: "XGBoost",
+            exporter: "`onnxmltools.convert_xgboost`",
+            producers: &[],
+        },
+        FrameworkInfo {
+            name: "lightgbm",
+            framework: Framework::Lightgbm,
+            origin: "LightGBM",
+            exporter: "`onnxmltools.convert_lightgbm`",
+            producers: &[],
+        },
+        FrameworkInfo {
+            name: "catboost",
+            framework: Framework::Catboost,
+            origin: "CatBoost",
+            exporter: "`model.save_model(path, format=\"onnx\")`",
+            producers: &["catboost"],
+        },
+        FrameworkInfo {
+            name: "paddle",
+            framework: Framework::Paddle,
+            origin: "PaddlePaddle",
+            exporter: "`paddle2onnx`",
+            producers: &["paddle"],
+        },
+        FrameworkInfo {
+            name: "mxnet",
+            framework: Framework::Mxnet,
+            origin: "Apache MXNet",
+            exporter: "`mx.onnx.export_model`",
+            producers: &["mxnet"],
+        },
+        FrameworkInfo {
+            name: "mindspore",
+            framework: Framework::Mindspore,
+            origin: "MindSpore",
+            exporter: "`mindspore.export(..., file_format=\"ONNX\")`",
+            producers: &["mindspore"],
+        },
+        FrameworkInfo {
+            name: "caffe2",
+            framework: Framework::Caffe2,
+            origin: "Caffe2 (and Caffe models through it)",
+            exporter: "`caffe2.python.onnx`",
+            producers: &["caffe2"],
+        },
+        FrameworkInfo {
+            name: "cntk",
+            framework: Framework::Cntk,
+            origin: "Microsoft CNTK",
+            exporter: "`model.save(path, format=C.ModelFormat.ONNX)`",
+            producers: &["cntk"],
+        },
+        FrameworkInfo {
+            name: "chainer",
+            framework: Framework::Chainer,
+            origin: "Chainer",
+            exporter: "`onnx_chainer.export`",
+            producers: &["chainer"],
+        },
+        FrameworkInfo {
+            name: "coreml",
+            framework: Framework::Coreml,
+            origin: "Apple Core ML",
+            exporter: "`onnxmltools.convert_coreml`",
+            producers: &[],
+        },
+        FrameworkInfo {
+            name: "sparkml",
+            framework: Framework::Sparkml,
+            origin: "Spark ML",
+            exporter: "`onnxmltools.convert_sparkml`",
+            producers: &[],
+        },
+        FrameworkInfo {
+            name: "libsvm",
+            framework: Framework::Libsvm,
+            origin: "LibSVM",
+            exporter: "`onnxmltools.convert_libsvm`",
+            producers: &[],
+        },
+        FrameworkInfo {
+            name: "h2o",
+            framework: Framework::H2o,
+            origin: "H2O",
+            exporter: "`onnxmltools.convert_h2o`",
+            producers: &[],
+        },
+        FrameworkInfo {
+            name: "matlab",
+            framework: Framework::Matlab,
+            origin: "MATLAB",
+            exporter: "`exportONNXNetwork`",
+            producers: &["matlab"],
+        },
     ];
+
+    pub fn info(self) -> &'static FrameworkInfo {
+        Self::ALL
+            .iter()
+            .find(|info| info.framework == self)
+            .expect("every framework is in ALL")
+    }
+
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    /// The framework an ONNX file's `producer_name` says made it, when one does.
+    pub fn from_producer(producer: &str) -> Option<Framework> {
+        let producer = producer.to_ascii_lowercase();
+        Self::ALL
+            .iter()
+            .find(|info| info.producers.iter().any(|p| producer.starts_with(p)))
+            .map(|info| info.framework)
+    }
 }
 
 impl ModelRuntime {
     /// Parses `[LANGUAGE:VERSION-]FRAMEWORK`, e.g. `onnx`, `pytorch`, `python:3.11-pytorch`.
     pub fn parse(text: &str) -> Result<ModelRuntime, String> {
-        let known = || {
-            Framework::ALL
-                .iter()
-                .map(|(name, _)| *name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let names: Vec<&str> = Framework::ALL.iter().map(|info| info.name).collect();
+        let known = || names.join(", ");
         let (language, framework_text) = match text.split_once(':') {
             Some((language, rest)) => {
                 let Some((version, framework)) = rest.split_once('-') else {
@@ -660,11 +842,15 @@ impl ModelRuntime {
         };
         let framework = Framework::ALL
             .iter()
-            .find(|(name, _)| *name == framework_text)
-            .map(|(_, f)| *f)
+            .find(|info| info.name == framework_text)
+            .map(|info| info.framework)
             .ok_or_else(|| {
+                let hint = match crate::validate::closest(&framework_text.to_lowercase(), &names) {
+                    Some(near) => format!(" (did you mean `{near}`?)"),
+                    None => String::new(),
+                };
                 format!(
-                    "unknown framework `{framework_text}` in `{text}`; expected one of {}",
+                    "unknown framework `{framework_text}` in `{text}`{hint}; expected one of {}",
                     known()
                 )
             })?;
@@ -714,5 +900,66 @@ mod tests {
             .unwrap_err()
             .contains("unknown framework `caffe`"));
         assert!(ModelRuntime::parse("python:3.11").is_err());
+        for framework in ["paddle", "jax", "mxnet", "catboost", "matlab"] {
+            let parsed = ModelRuntime::parse(&format!("python:3.11-{framework}")).unwrap();
+            assert_eq!(parsed.framework.name(), framework);
+        }
+    }
+
+    #[test]
+    fn a_misspelt_framework_gets_a_suggestion() {
+        let message = ModelRuntime::parse("paddlepaddle").unwrap_err();
+        assert!(
+            message.contains("unknown framework `paddlepaddle`"),
+            "{message}"
+        );
+        let message = ModelRuntime::parse("python:3.11-PyTorch").unwrap_err();
+        assert!(message.contains("(did you mean `pytorch`?)"), "{message}");
+        let message = ModelRuntime::parse("catbost").unwrap_err();
+        assert!(message.contains("(did you mean `catboost`?)"), "{message}");
+        let message = ModelRuntime::parse("caffe").unwrap_err();
+        assert!(message.contains("(did you mean `caffe2`?)"), "{message}");
+    }
+
+    #[test]
+    fn exporters_name_their_framework() {
+        assert_eq!(
+            Framework::from_producer("pytorch"),
+            Some(Framework::Pytorch)
+        );
+        assert_eq!(
+            Framework::from_producer("skl2onnx"),
+            Some(Framework::Sklearn)
+        );
+        assert_eq!(
+            Framework::from_producer("PaddlePaddle"),
+            Some(Framework::Paddle)
+        );
+        assert_eq!(
+            Framework::from_producer("tf2onnx"),
+            Some(Framework::Tensorflow)
+        );
+        assert_eq!(Framework::from_producer("someone"), None);
+        for info in Framework::ALL.iter() {
+            assert_eq!(info.framework.name(), info.name);
+        }
+    }
+
+    /// The reference and the editor schema list exactly the frameworks the validator takes.
+    #[test]
+    fn the_docs_and_the_schema_list_every_framework() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../spec");
+        let reference = std::fs::read_to_string(format!("{root}/function.md")).unwrap();
+        let schema = std::fs::read_to_string(format!("{root}/function.schema.json")).unwrap();
+        let names: Vec<&str> = Framework::ALL.iter().map(|info| info.name).collect();
+        for info in Framework::ALL.iter() {
+            assert!(
+                reference.contains(&format!("| `{}` | {} |", info.name, info.origin)),
+                "spec/function.md has no row for {}",
+                info.name
+            );
+        }
+        assert!(reference.contains(&format!("FRAMEWORK = {}\n", names.join(" | "))));
+        assert!(schema.contains(&format!("-)?({})$", names.join("|"))));
     }
 }

@@ -1647,7 +1647,7 @@ fn check_route(route: &str) -> Result<(), String> {
 }
 
 /// The allowed name closest to a misspelt one, if it is close enough to be a likely typo.
-fn closest<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
     allowed
         .iter()
         .map(|candidate| (edit_distance(name, candidate), *candidate))

@@ -333,7 +333,7 @@ proptest! {
         id in "[A-Za-z0-9_-][A-Za-z0-9_.-]{0,20}",
         runtime in prop::sample::select(vec![
             "onnx", "pytorch", "python:3.11-pytorch", "python:3-sklearn", "tensorflow",
-            "keras", "xgboost", "lightgbm",
+            "keras", "xgboost", "lightgbm", "paddle", "python:3.10-jax", "mxnet", "catboost", "matlab",
         ]),
         memory in "[1-9][0-9]{0,3}(\\.[0-9]{1,3})?(Ki|Mi|Gi|Ti|k|M|G)",
         cpu in prop_oneof!["[1-9][0-9]{0,4}m", "[1-9]", "0\\.[1-9][0-9]{0,2}"],

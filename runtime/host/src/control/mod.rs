@@ -559,7 +559,7 @@ impl ControlPlane {
             endpoints: endpoint_views(function),
             v2: function.v2_exposed,
             data_url: None,
-            warnings: function.placement.note.iter().cloned().collect(),
+            warnings: function.placement.notes.clone(),
         }
     }
 }
