@@ -1017,7 +1017,15 @@ impl RemoteArgs {
     /// directory of a host on this machine.
     fn client(&self) -> anyhow::Result<Client> {
         let explicit = self.host.is_some() || self.token.is_some() || self.state_dir.is_some();
-        let contexts = context::Contexts::load(&context::config_path())?;
+        let contexts = match context::Contexts::load(&context::config_path()) {
+            Ok(contexts) => contexts,
+            // A broken contexts file does not stand in the way of a host named outright.
+            Err(e) if explicit && self.context.is_none() => {
+                eprintln!("warning: {e:#}");
+                context::Contexts::default()
+            }
+            Err(e) => return Err(e),
+        };
         if !explicit || self.context.is_some() {
             if let Some(chosen) = contexts.selected(self.context.as_deref())? {
                 let ca_file = self.ca_file.as_deref().or(chosen.ca_file.as_deref());
