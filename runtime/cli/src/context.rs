@@ -9,7 +9,6 @@
 
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// One host.
@@ -170,20 +169,8 @@ fn write_private(path: &Path, contexts: &Contexts) -> anyhow::Result<()> {
         "# aifn contexts: the hosts the CLI talks to (`aifn context ls`). Owner-only: it holds admin tokens.\n{}",
         serde_yaml::to_string(contexts)?
     );
-    let temporary = path.with_extension("yaml.tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).truncate(true).write(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&temporary)
-        .with_context(|| format!("writing {}", temporary.display()))?;
-    // An older file with a wider mode is narrowed: the temporary file may have existed.
-    #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
+    aifn_host::store::write_owner_only(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn warn_if_others_can_read(path: &Path) {

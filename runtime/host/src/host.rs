@@ -194,18 +194,7 @@ fn token_file(store: &Store, name: &str) -> anyhow::Result<String> {
         }
     }
     let token = hex::encode(rand::random::<[u8; 24]>());
-    // Written owner-only from the start, then renamed into place: never readable by others.
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    std::io::Write::write_all(&mut file, token.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("creating {}", path.display()))?;
+    crate::store::write_owner_only(&path, token.as_bytes())?;
     tracing::info!(path = %path.display(), "created a token");
     Ok(token)
 }

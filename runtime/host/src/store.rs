@@ -616,6 +616,23 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, StoreError>
 
 /// Writes `bytes` to `path` so that readers see the old content or the new, never a mix.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_through_temporary(path, bytes, fs::OpenOptions::new())
+}
+
+/// [`write_atomically`], for a secret: the file is its owner's only (0600) from its first byte,
+/// so no reader ever sees it open to others.
+pub fn write_owner_only(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut options = fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    write_through_temporary(path, bytes, options)
+}
+
+fn write_through_temporary(
+    path: &Path,
+    bytes: &[u8],
+    mut options: fs::OpenOptions,
+) -> Result<(), StoreError> {
     let dir = path.parent().expect("paths in the store have a parent");
     fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
     let tmp = dir.join(format!(
@@ -623,7 +640,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         path.file_name().unwrap_or_default().to_string_lossy(),
         rand::random::<u32>()
     ));
-    let mut file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+    let mut file = options
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(io_err("creating", &tmp))?;
     file.write_all(bytes).map_err(io_err("writing", &tmp))?;
     file.sync_all().map_err(io_err("syncing", &tmp))?;
     fs::rename(&tmp, path).map_err(io_err("renaming", path))?;
